@@ -1,0 +1,1 @@
+"""YAML recipes, accelerate / DeepSpeed configs and `accelerate launch` entry scripts."""

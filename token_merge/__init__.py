@@ -1,0 +1,50 @@
+"""Output token merging: compress an encoder's patch grid to a fixed budget of K tokens.
+
+Pure torch (plus Pillow for pictures); imports nothing from the rest of the project.
+
+    >>> from token_merge import compress
+    >>> out = compress(grid, "tome", num_tokens=256)   # grid [B, h, w, C]
+    >>> out.tokens.shape, out.sizes.shape, out.assignment.shape
+    ([B, 256, C], [B, 256], [B, h*w])
+"""
+
+from .compress import (
+    DST_MODES,
+    METHODS,
+    Compressed,
+    TokenCompressor,
+    compress,
+    reconstruction_error,
+    unmerge,
+)
+from .matching import (
+    TomePlan,
+    alternating_destinations,
+    bipartite_soft_matching,
+    choose_stride,
+    compose,
+    merge_tokens,
+    plan_tome,
+    strided_destinations,
+)
+from .visualize import token_colors, visualize
+
+__all__ = [
+    "DST_MODES",
+    "METHODS",
+    "Compressed",
+    "TokenCompressor",
+    "TomePlan",
+    "alternating_destinations",
+    "bipartite_soft_matching",
+    "choose_stride",
+    "compose",
+    "compress",
+    "merge_tokens",
+    "plan_tome",
+    "reconstruction_error",
+    "strided_destinations",
+    "token_colors",
+    "unmerge",
+    "visualize",
+]

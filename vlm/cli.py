@@ -1,0 +1,49 @@
+"""The `radio-vlm` command: one subcommand per job, each defined beside the code it runs.
+
+A subcommand module provides ``add_arguments(parser)``, which also sets ``run`` (a function
+of the parsed arguments returning an exit code).
+"""
+
+from __future__ import annotations
+
+import argparse
+from importlib.metadata import PackageNotFoundError, version
+
+from . import merge_demo
+
+# name -> (module, one-line help); later issues add train, eval, compare, quickstart, ...
+SUBCOMMANDS = {
+    "merge-demo": (
+        merge_demo,
+        "compress a document page with ToMe / avg-pool / unshuffle; "
+        "write merge pictures and a reconstruction-error table",
+    ),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="radio-vlm",
+        description="RADIOv2.5 vision encoder + output token merging + any Hugging Face LLM.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module, help_text) in SUBCOMMANDS.items():
+        module.add_arguments(sub.add_parser(name, help=help_text, description=help_text))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.run(args)
+
+
+def _version() -> str:
+    try:
+        return version("radio-vlm")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
