@@ -1,0 +1,163 @@
+"""RADIO behind the ``VisionEncoder`` interface, on transformers' native ``RadioModel``.
+
+    >>> enc = load_radio("path/to/RADIO-H")                # see encoder.radio_checkpoint
+    >>> out = enc(pixel_values)                             # [B, 3, H, W] RGB in [0, 1]
+    >>> out.summary.shape, out.grid.shape                   # [B, S], [B, H/16, W/16, C]
+
+The ViT itself is transformers' ``RadioModel``; this module adds what a RADIO checkpoint has
+beyond it: the PHI-S feature normaliser, the intermediate normaliser, teacher adaptors and
+feature selection (sparse or dense intermediates).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+from transformers import RadioConfig, RadioModel
+
+from .base import EncoderOutput, VisionEncoder
+from .radio_heads import Adaptor, FeatureNormalizer, IntermediateNormalizer
+
+AGGREGATIONS = ("sparse", "dense")
+# Checkpoint keys (after "radio_model.") that are not part of the ViT.
+_EXTRA_PREFIXES = ("adaptors.", "feature_normalizer.", "inter_feature_normalizer.")
+
+
+class RadioEncoder(VisionEncoder):
+    """A RADIO checkpoint behind the ``VisionEncoder`` interface.
+
+    feature_layers: None (the final features, PHI-S-normalised when the checkpoint has it) or
+        block indices (negative counts from the end) whose outputs are concatenated along C.
+    aggregation:    "sparse" (the chosen blocks) or "dense" (the mean of each group of blocks
+        ending at a chosen index; the first group starts at block 0).
+    adaptor_names:  teacher heads to run on every forward (``EncoderOutput.adaptors``).
+    """
+
+    def __init__(
+        self,
+        model: RadioModel,
+        *,
+        preferred_resolution: tuple[int, int],
+        max_resolution: int,
+        feature_normalizer: FeatureNormalizer | None = None,
+        inter_feature_normalizer: IntermediateNormalizer | None = None,
+        adaptors: dict[str, Adaptor] | None = None,
+        adaptor_names: Sequence[str] | None = None,
+        feature_layers: Sequence[int] | None = None,
+        aggregation: str = "sparse",
+        version: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.feature_normalizer = feature_normalizer
+        self.inter_feature_normalizer = inter_feature_normalizer
+        self.adaptors = nn.ModuleDict(adaptors or {})
+        self.version = version
+        self.patch_size = model.config.patch_size
+        self.preferred_resolution = preferred_resolution
+        self.max_resolution = max_resolution
+        self.adaptor_names = self._check_adaptors(adaptor_names or [])
+        if aggregation not in AGGREGATIONS:
+            raise ValueError(f"aggregation must be one of {AGGREGATIONS}; got {aggregation!r}")
+        self.aggregation = aggregation
+        self.feature_layers = None if feature_layers is None else self._check_layers(feature_layers)
+        width = model.config.hidden_size
+        self.hidden_size = width * (1 if self.feature_layers is None else len(self.feature_layers))
+
+    @property
+    def config(self) -> RadioConfig:
+        return self.model.config
+
+    def forward(self, pixel_values: Tensor, output_hidden_states: bool = False) -> EncoderOutput:
+        """pixel_values [B, 3, H, W] RGB in [0, 1], H and W multiples of the patch size."""
+        h, w = self.check_pixels(pixel_values)
+        need_hidden = output_hidden_states or self.feature_layers is not None
+        out = self.model(pixel_values, output_hidden_states=need_hidden)
+        b = pixel_values.shape[0]
+        features = out.features
+        if self.feature_normalizer is not None:
+            features = self.feature_normalizer(features)
+        if self.feature_layers is None:
+            grid = features.reshape(b, h, w, -1)
+        else:
+            picked = self._intermediates(out.hidden_states, self.feature_layers, self.aggregation)
+            grid = torch.cat([self._patches(x, h, w) for x in picked], dim=-1)
+        hidden = None
+        if output_hidden_states:
+            hidden = tuple(self._patches(x, h, w) for x in out.hidden_states[1:])
+        cls_tokens = out.last_hidden_state[:, : self.config.num_cls_tokens]
+        adaptors = {}
+        for name in self.adaptor_names:
+            summary, feats = self.adaptors[name](cls_tokens, features, (h, w))
+            adaptors[name] = EncoderOutput(summary=summary, grid=feats)
+        return EncoderOutput(
+            summary=out.summary, grid=grid, hidden_states=hidden, adaptors=adaptors
+        )
+
+    def forward_intermediates(
+        self, pixel_values: Tensor, indices: Sequence[int], aggregation: str = "sparse"
+    ) -> list[EncoderOutput]:
+        """Summary and patch grid of chosen blocks (as the reference ``forward_intermediates``
+        with ``return_prefix_tokens=True, norm=False``)."""
+        if aggregation not in AGGREGATIONS:
+            raise ValueError(f"aggregation must be one of {AGGREGATIONS}; got {aggregation!r}")
+        h, w = self.check_pixels(pixel_values)
+        out = self.model(pixel_values, output_hidden_states=True)
+        picked = self._intermediates(out.hidden_states, self._check_layers(indices), aggregation)
+        summary_idxs = self.model.summary_idxs
+        return [
+            EncoderOutput(summary=x[:, summary_idxs].flatten(1), grid=self._patches(x, h, w))
+            for x in picked
+        ]
+
+    # ----------------------------------------------------------------------- internals
+
+    def _intermediates(self, hidden_states, indices: list[int], aggregation: str) -> list[Tensor]:
+        """Full token sequences [B, prefix + h*w, C] of the chosen blocks, normalised as the
+        reference does (``norm_alpha_scheme="post-alpha"``; cls/register tokens untouched)."""
+        blocks = hidden_states[1:]  # hidden_states[0] is the embedding output
+        norm = self.inter_feature_normalizer
+        skip = self.config.num_summary_tokens
+
+        def normalized(i: int, rot_index: int) -> tuple[Tensor, Tensor | float]:
+            return (blocks[i], 1.0) if norm is None else norm(blocks[i], i, rot_index, skip)
+
+        picked, start = [], 0
+        for index in indices:
+            if aggregation == "sparse":
+                y, alpha = normalized(index, index)
+                picked.append(alpha * y)
+            else:  # mean over the group's blocks; each block its own mean, the end block's rotation
+                ys, alphas = zip(
+                    *(normalized(i, index) for i in range(start, index + 1)), strict=True
+                )
+                picked.append(sum(alphas) / len(alphas) * (sum(ys) / len(ys)))
+            start = index + 1
+        return picked
+
+    def _patches(self, tokens: Tensor, h: int, w: int) -> Tensor:
+        return tokens[:, self.config.num_summary_tokens :].reshape(tokens.shape[0], h, w, -1)
+
+    def _check_layers(self, layers: Sequence[int]) -> list[int]:
+        depth = self.config.num_hidden_layers
+        bad = [i for i in layers if not -depth <= int(i) < depth]
+        if bad or not layers:
+            raise ValueError(
+                f"feature layers must be block indices in [-{depth}, {depth - 1}]; got {list(layers)}"
+            )
+        resolved = [int(i) % depth for i in layers]
+        if resolved != sorted(set(resolved)):
+            raise ValueError(
+                f"feature layers must be strictly increasing blocks; got {list(layers)}"
+            )
+        return resolved
+
+    def _check_adaptors(self, names: Sequence[str]) -> list[str]:
+        unknown = [n for n in names if n not in self.adaptors]
+        if unknown:
+            raise ValueError(
+                f"adaptor_names {unknown} are not in this checkpoint; it has {sorted(self.adaptors)}"
+            )
+        return list(names)
