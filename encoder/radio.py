@@ -21,8 +21,6 @@ from .base import EncoderOutput, VisionEncoder
 from .radio_heads import Adaptor, FeatureNormalizer, IntermediateNormalizer
 
 AGGREGATIONS = ("sparse", "dense")
-# Checkpoint keys (after "radio_model.") that are not part of the ViT.
-_EXTRA_PREFIXES = ("adaptors.", "feature_normalizer.", "inter_feature_normalizer.")
 
 
 class RadioEncoder(VisionEncoder):
