@@ -72,9 +72,7 @@ def load_radio(
         ckpt = _read_hub_folder(path, version)
     config, model = _load_vit(ckpt, dtype, attn_implementation, config_overrides)
     extras = {
-        k.removeprefix("radio_model."): v
-        for k, v in ckpt.tensors.items()
-        if k.removeprefix("radio_model.").startswith(_EXTRA_PREFIXES)
+        k: v for k, v in _sub(ckpt.tensors, "radio_model.").items() if k.startswith(_EXTRA_PREFIXES)
     }
     resolution = ckpt.hub.get("preferred_resolution")
     if resolution is None and ckpt.version in RADIO_VERSIONS:
