@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
+
+from token_merge import Compressed
 
 
 @dataclass
@@ -17,12 +20,15 @@ class EncoderOutput:
                    of the selected features (several layers are concatenated along C).
     hidden_states: per-block outputs [B, h, w, C_block] when asked for, else None.
     adaptors:      teacher heads' outputs by name (RADIO), each an ``EncoderOutput`` itself.
+    compressed:    set when the tower already merged tokens inside its blocks (block-wise
+                   ToMe): K tokens + sizes + assignment; ``grid`` is then their unmerge.
     """
 
     summary: Tensor | None
     grid: Tensor
     hidden_states: tuple[Tensor, ...] | None = None
     adaptors: dict[str, EncoderOutput] = field(default_factory=dict)
+    compressed: Compressed | None = None
 
 
 class VisionEncoder(nn.Module):
@@ -36,6 +42,20 @@ class VisionEncoder(nn.Module):
     hidden_size: int
     preferred_resolution: tuple[int, int]
     max_resolution: int
+
+    def encode(self, images: Sequence[Tensor]) -> list[EncoderOutput]:
+        """Images of possibly different sizes, each [3, H_i, W_i] in [0, 1] -> one output each
+        (grid [1, h_i, w_i, C]). Same-size images run as one batch; towers with a packed
+        variable-size path (RADIO) override this to avoid any padding."""
+        outputs: list[EncoderOutput | None] = [None] * len(images)
+        by_size: dict[tuple[int, int], list[int]] = {}
+        for i, image in enumerate(images):
+            by_size.setdefault(tuple(image.shape[-2:]), []).append(i)
+        for indices in by_size.values():
+            batch = self(torch.stack([images[i] for i in indices]))
+            for row, i in enumerate(indices):
+                outputs[i] = _select(batch, row)
+        return outputs  # type: ignore[return-value]
 
     def check_pixels(self, pixel_values: Tensor) -> tuple[int, int]:
         """Validate [B, 3, H, W] with H, W multiples of the patch; return the grid (h, w)."""
@@ -64,3 +84,17 @@ class VisionEncoder(nn.Module):
 
 def _round_to(size: int, multiple: int) -> int:
     return max(multiple, round(size / multiple) * multiple)
+
+
+def _select(out: EncoderOutput, row: int) -> EncoderOutput:
+    """Row ``row`` of a batched output, keeping the batch axis (size 1)."""
+
+    def take(x: Tensor | None) -> Tensor | None:
+        return None if x is None else x[row : row + 1]
+
+    return EncoderOutput(
+        summary=take(out.summary),
+        grid=out.grid[row : row + 1],
+        hidden_states=None if out.hidden_states is None else tuple(map(take, out.hidden_states)),
+        adaptors={name: _select(a, row) for name, a in out.adaptors.items()},
+    )

@@ -73,26 +73,64 @@ class RadioEncoder(VisionEncoder):
         h, w = self.check_pixels(pixel_values)
         need_hidden = output_hidden_states or self.feature_layers is not None
         out = self.model(pixel_values, output_hidden_states=need_hidden)
-        b = pixel_values.shape[0]
-        features = out.features
+        hidden = out.hidden_states if need_hidden else None
+        return self._output(
+            out.summary, out.last_hidden_state, hidden, (h, w), output_hidden_states
+        )
+
+    def encode(self, images: Sequence[Tensor]) -> list[EncoderOutput]:
+        """Images of different sizes ([3, H_i, W_i] each) in one packed sequence through
+        RadioModel's variable-resolution path (``image_grid_hw``): no padding, each image
+        attends only to itself. One output per image, grid [1, h_i, w_i, C]."""
+        if len({tuple(image.shape[-2:]) for image in images}) <= 1:
+            return super().encode(images)  # one size: the dense batch is simpler and as fast
+        grids = [self.check_pixels(image.unsqueeze(0)) for image in images]
+        patches = torch.cat([_patchify(image, self.patch_size) for image in images])
+        grid_hw = torch.tensor(grids, device=patches.device)
+        need_hidden = self.feature_layers is not None
+        out = self.model(patches, image_grid_hw=grid_hw, output_hidden_states=need_hidden)
+        lengths = [self.config.num_summary_tokens + h * w for h, w in grids]
+        sequences = out.last_hidden_state.split(lengths)
+        hidden = [x[0].split(lengths) for x in out.hidden_states] if need_hidden else None
+        return [
+            self._output(
+                out.summary[i : i + 1],
+                sequences[i].unsqueeze(0),
+                None if hidden is None else tuple(x[i].unsqueeze(0) for x in hidden),
+                grid,
+                output_hidden_states=False,
+            )
+            for i, grid in enumerate(grids)
+        ]
+
+    def _output(
+        self,
+        summary: Tensor,
+        last_hidden_state: Tensor,
+        hidden_states: Sequence[Tensor] | None,
+        grid_hw: tuple[int, int],
+        output_hidden_states: bool,
+    ) -> EncoderOutput:
+        """From RadioModel's tokens ([B, prefix + h*w, C] each) to an ``EncoderOutput``."""
+        h, w = grid_hw
+        b = last_hidden_state.shape[0]
+        features = last_hidden_state[:, self.config.num_summary_tokens :]
         if self.feature_normalizer is not None:
             features = self.feature_normalizer(features)
         if self.feature_layers is None:
             grid = features.reshape(b, h, w, -1)
         else:
-            picked = self._intermediates(out.hidden_states, self.feature_layers, self.aggregation)
+            picked = self._intermediates(hidden_states, self.feature_layers, self.aggregation)
             grid = torch.cat([self._patches(x, h, w) for x in picked], dim=-1)
         hidden = None
         if output_hidden_states:
-            hidden = tuple(self._patches(x, h, w) for x in out.hidden_states[1:])
-        cls_tokens = out.last_hidden_state[:, : self.config.num_cls_tokens]
+            hidden = tuple(self._patches(x, h, w) for x in hidden_states[1:])
+        cls_tokens = last_hidden_state[:, : self.config.num_cls_tokens]
         adaptors = {}
         for name in self.adaptor_names:
-            summary, feats = self.adaptors[name](cls_tokens, features, (h, w))
-            adaptors[name] = EncoderOutput(summary=summary, grid=feats)
-        return EncoderOutput(
-            summary=out.summary, grid=grid, hidden_states=hidden, adaptors=adaptors
-        )
+            adaptor_summary, feats = self.adaptors[name](cls_tokens, features, (h, w))
+            adaptors[name] = EncoderOutput(summary=adaptor_summary, grid=feats)
+        return EncoderOutput(summary=summary, grid=grid, hidden_states=hidden, adaptors=adaptors)
 
     def forward_intermediates(
         self, pixel_values: Tensor, indices: Sequence[int], aggregation: str = "sparse"
@@ -159,3 +197,11 @@ class RadioEncoder(VisionEncoder):
                 f"adaptor_names {unknown} are not in this checkpoint; it has {sorted(self.adaptors)}"
             )
         return list(names)
+
+
+def _patchify(image: Tensor, patch: int) -> Tensor:
+    """[3, H, W] -> [h*w, 3*patch*patch], raster order, each patch channel-major (c, y, x)
+    as RadioModel's packed input expects."""
+    c, height, width = image.shape
+    h, w = height // patch, width // patch
+    return image.reshape(c, h, patch, w, patch).permute(1, 3, 0, 2, 4).reshape(h * w, -1)

@@ -25,7 +25,8 @@ from transformers import RadioConfig, RadioModel
 from transformers.utils import logging as hf_logging
 
 from .radio import RadioEncoder
-from .radio_config import RADIO_VERSIONS, radio_config_from_args
+from .radio_config import DINOV2_STUDENTS, RADIO_VERSIONS, radio_config_from_args
+from .radio_dinov2 import INNER, load_dinov2_student
 from .radio_heads import Adaptor, FeatureNormalizer, IntermediateNormalizer
 
 # Checkpoint keys (after "radio_model.") that are not part of the ViT.
@@ -196,6 +197,11 @@ def _load_vit(
     if attn_implementation is not None:
         config._attn_implementation = attn_implementation
     from_folder = isinstance(ckpt.weights, Path)
+    if ckpt.args.get("model") in DINOV2_STUDENTS:  # RADIOv2.5-g: mapped in radio_dinov2
+        weights = ckpt.weights
+        if from_folder:
+            weights = ckpt.tensors | _read_tensors(weights, lambda k: k.startswith(INNER))
+        return config, load_dinov2_student(weights, config, dtype)
     with _quiet_transformers():
         model, info = RadioModel.from_pretrained(
             ckpt.weights if from_folder else None,

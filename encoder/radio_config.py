@@ -24,6 +24,9 @@ class Architecture:
     num_attention_heads: int
     mlp_ratio: float = 4.0
     patch_size: int = 16
+    swiglu: bool = (
+        False  # DINOv2-g's fused SwiGLU MLP (hidden = 2/3 of mlp_ratio, to a multiple of 8)
+    )
 
 
 # timm architecture names used by RADIO checkpoints (``args.model``).
@@ -36,6 +39,14 @@ ARCHITECTURES: dict[str, Architecture] = {
     "vit_giant_patch16_224": Architecture(1536, 40, 24),
     "vit_so400m_patch16_siglip_256": Architecture(1152, 27, 16, mlp_ratio=4304 / 1152),
 }
+
+# DINOv2-with-registers students (RADIOv2.5-g): the reference wraps DINOv2's own ViT
+# (``radio_model.model.inner.*``); its summary is cls token 0 and it skips 1 + 4 prefix tokens.
+DINOV2_STUDENTS: dict[str, Architecture] = {
+    "dino_v2_g_student": Architecture(1536, 40, 24, patch_size=14, swiglu=True),
+    "dino_v2_l_student": Architecture(1024, 24, 16, patch_size=14),
+}
+DINOV2_PREFIX_TOKENS = 5
 
 # ``model_kwargs`` key in the checkpoint -> RadioConfig field
 _KWARG_FIELDS = {
@@ -95,18 +106,20 @@ def radio_config_from_args(
     """
     name = args.get("model")
     arch_fields: dict[str, Any] = {}
-    if name in ARCHITECTURES:
-        arch = ARCHITECTURES[name]
+    arch = ARCHITECTURES.get(name) or DINOV2_STUDENTS.get(name)
+    if arch is not None:
         arch_fields = {
             "hidden_size": arch.hidden_size,
             "num_hidden_layers": arch.num_hidden_layers,
             "num_attention_heads": arch.num_attention_heads,
             "mlp_ratio": arch.mlp_ratio,
             "patch_size": arch.patch_size,
+            "use_swiglu_ffn": arch.swiglu,
         }
     elif not {"hidden_size", "num_hidden_layers", "num_attention_heads"} <= overrides.keys():
+        known = sorted(ARCHITECTURES) + sorted(DINOV2_STUDENTS)
         raise ValueError(
-            f"unknown RADIO architecture args.model = {name!r}; known: {sorted(ARCHITECTURES)}. "
+            f"unknown RADIO architecture args.model = {name!r}; known: {known}. "
             "For another ViT pass its dims as overrides: hidden_size=..., "
             "num_hidden_layers=..., num_attention_heads=... (and mlp_ratio=..., patch_size=...)."
         )
@@ -117,11 +130,17 @@ def radio_config_from_args(
         arch_fields["patch_size"] = patch_size
     p = overrides.get("patch_size", arch_fields.get("patch_size", 16))
 
-    num_cls = num_cls_tokens(args)
+    if name in DINOV2_STUDENTS:
+        # One summary token (the reference returns token 0 and ignores summary_idxs); the
+        # other prefix tokens are registers whatever the teachers say.
+        num_cls, registers, summary_idxs = 1, DINOV2_PREFIX_TOKENS - 1, [0]
+    else:
+        num_cls = num_cls_tokens(args)
+        registers = num_registers(args, num_cls)
     fields: dict[str, Any] = {
         **arch_fields,
         "num_cls_tokens": num_cls,
-        "num_registers": num_registers(args, num_cls),
+        "num_registers": registers,
         "max_img_size": round((args.get("cpe_max_size") or max_resolution) / p) * p,
         "summary_idxs": [int(i) for i in torch.as_tensor(summary_idxs).flatten()],
         "norm_mean": [float(v) for v in torch.as_tensor(norm_mean).flatten()],

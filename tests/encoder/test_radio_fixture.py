@@ -246,3 +246,29 @@ def test_normalizers_follow_the_reference_math(tmp_path):
     torch.testing.assert_close(dense[1].grid.flatten(1, 2), expected)
     prefix = torch.stack([blocks[i][:, :4] for i in group]).mean(0)
     torch.testing.assert_close(dense[1].summary, prefix[:, idx].flatten(1))
+
+
+@pytest.mark.parametrize("feature_layers", [None, [1, -1]])
+def test_mixed_sizes_take_the_packed_path_and_match_one_by_one(feature_layers):
+    """encode([...]) packs images of different sizes into one sequence (image_grid_hw); each
+    image must come out as if it had been run alone, adaptors and chosen layers included."""
+    enc = load_radio(FIXTURE, adaptor_names=["clip", "sam"], feature_layers=feature_layers)
+    images = [pixels("128x96")[0], pixels("64x64")[1], pixels("224x224")[0], pixels("64x64")[0]]
+    calls = []
+    hook = enc.model.embeddings.register_forward_hook(lambda m, args, out: calls.append(args))
+    with torch.no_grad():
+        packed = enc.encode(images)
+        hook.remove()
+        alone = [enc(image.unsqueeze(0)) for image in images]
+    assert len(calls) == 1 and calls[0][1] is not None  # one packed call with image_grid_hw
+    for out, ref in zip(packed, alone, strict=True):
+        assert out.grid.shape == ref.grid.shape
+        torch.testing.assert_close(out.summary, ref.summary, rtol=0, atol=1e-5)
+        torch.testing.assert_close(out.grid, ref.grid, rtol=0, atol=1e-5)
+        for name in ("clip", "sam"):
+            torch.testing.assert_close(
+                out.adaptors[name].grid, ref.adaptors[name].grid, atol=1e-5, rtol=0
+            )
+            torch.testing.assert_close(
+                out.adaptors[name].summary, ref.adaptors[name].summary, atol=1e-5, rtol=0
+            )
