@@ -1,26 +1,55 @@
 """Vision towers behind one interface: pixels [B, 3, H, W] in [0, 1] -> ``EncoderOutput``.
 
 RADIO loads on transformers' native ``RadioModel`` without remote code, from a hub folder,
-a hub id, a registry name or a torch.hub checkpoint:
+a hub id, a registry name or a torch.hub checkpoint; SigLIP, SigLIP2 (fixed and NaFlex),
+CLIP and DINOv2 (with or without registers) load on their transformers vision models:
 
     >>> from encoder import build_encoder
     >>> enc = build_encoder("path/to/RADIO-H", feature_layers=[-1])
+    >>> enc = build_encoder("clip-vit-l-336", feature_layers=[-2])   # LLaVA-style features
     >>> out = enc(pixel_values)          # out.summary [B, S], out.grid [B, h, w, C]
 """
 
 from .base import EncoderOutput, VisionEncoder
+from .blockwise_tome import BlockwiseToMeOutput, blockwise_tome_forward, merge_schedule
+from .from_config import ENCODER_TYPES, encoder_from_config
+from .hf_tower_checkpoint import TOWER_MODEL_TYPES, TOWERS, load_tower
+from .hf_towers import ClipTower, Dinov2Tower, HFVisionTower, Siglip2NaflexTower, SiglipTower
+from .image_processing import ImageProcessor, ResolutionWarning, batch_pixels, to_rgb
 from .radio import RadioEncoder
 from .radio_checkpoint import load_radio
 from .radio_config import ARCHITECTURES, RADIO_VERSIONS, radio_config_from_args
-from .registry import build_encoder
+from .registry import build_encoder, registry_names
+from .tiling import TileLayout, tile_image, untile
 
 __all__ = [
     "ARCHITECTURES",
+    "ENCODER_TYPES",
     "RADIO_VERSIONS",
+    "TOWERS",
+    "TOWER_MODEL_TYPES",
+    "BlockwiseToMeOutput",
+    "ClipTower",
+    "Dinov2Tower",
     "EncoderOutput",
+    "HFVisionTower",
+    "ImageProcessor",
     "RadioEncoder",
+    "ResolutionWarning",
+    "Siglip2NaflexTower",
+    "SiglipTower",
+    "TileLayout",
     "VisionEncoder",
+    "batch_pixels",
+    "blockwise_tome_forward",
     "build_encoder",
+    "encoder_from_config",
     "load_radio",
+    "load_tower",
+    "merge_schedule",
     "radio_config_from_args",
+    "registry_names",
+    "tile_image",
+    "to_rgb",
+    "untile",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -9,6 +10,8 @@ import torch
 from torch import Tensor, nn
 
 from token_merge import Compressed
+
+from .image_processing import ImageProcessor
 
 
 @dataclass
@@ -42,6 +45,16 @@ class VisionEncoder(nn.Module):
     hidden_size: int
     preferred_resolution: tuple[int, int]
     max_resolution: int
+
+    @property
+    def image_processor(self) -> ImageProcessor:
+        """The default resolution policy: keep-aspect, longest side = the preferred
+        resolution, capped by ``max_resolution``."""
+        return ImageProcessor(
+            patch_size=self.patch_size,
+            resolution=max(self.preferred_resolution),
+            max_resolution=self.max_resolution,
+        )
 
     def encode(self, images: Sequence[Tensor]) -> list[EncoderOutput]:
         """Images of possibly different sizes, each [3, H_i, W_i] in [0, 1] -> one output each
@@ -97,4 +110,26 @@ def _select(out: EncoderOutput, row: int) -> EncoderOutput:
         grid=out.grid[row : row + 1],
         hidden_states=None if out.hidden_states is None else tuple(map(take, out.hidden_states)),
         adaptors={name: _select(a, row) for name, a in out.adaptors.items()},
+        compressed=None
+        if out.compressed is None
+        else dataclasses.replace(
+            out.compressed,
+            tokens=take(out.compressed.tokens),
+            sizes=take(out.compressed.sizes),
+            assignment=take(out.compressed.assignment),
+        ),
     )
+
+
+def resolve_layers(layers: Sequence[int], depth: int) -> list[int]:
+    """Block indices (negative count from the end) -> strictly increasing indices in
+    [0, depth); ValueError naming the valid range otherwise."""
+    bad = [i for i in layers if not -depth <= int(i) < depth]
+    if bad or not layers:
+        raise ValueError(
+            f"feature layers must be block indices in [-{depth}, {depth - 1}]; got {list(layers)}"
+        )
+    resolved = [int(i) % depth for i in layers]
+    if resolved != sorted(set(resolved)):
+        raise ValueError(f"feature layers must be strictly increasing blocks; got {list(layers)}")
+    return resolved

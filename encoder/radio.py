@@ -11,13 +11,17 @@ feature selection (sparse or dense intermediates).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 from transformers import RadioConfig, RadioModel
 
-from .base import EncoderOutput, VisionEncoder
+from .base import EncoderOutput, VisionEncoder, resolve_layers
+from .blockwise_tome import blockwise_tome_forward
+from .radio_dinov2 import RadioDinoV2Model
 from .radio_heads import Adaptor, FeatureNormalizer, IntermediateNormalizer
 
 AGGREGATIONS = ("sparse", "dense")
@@ -31,6 +35,8 @@ class RadioEncoder(VisionEncoder):
     aggregation:    "sparse" (the chosen blocks) or "dense" (the mean of each group of blocks
         ending at a chosen index; the first group starts at block 0).
     adaptor_names:  teacher heads to run on every forward (``EncoderOutput.adaptors``).
+    blockwise_tome: K, to merge tokens inside every block (ToMe with proportional attention,
+        the paper's Table A4) down to K patch tokens; the output then carries ``compressed``.
     """
 
     def __init__(
@@ -46,6 +52,7 @@ class RadioEncoder(VisionEncoder):
         feature_layers: Sequence[int] | None = None,
         aggregation: str = "sparse",
         version: str | None = None,
+        blockwise_tome: int | None = None,
     ) -> None:
         super().__init__()
         self.model = model
@@ -61,6 +68,12 @@ class RadioEncoder(VisionEncoder):
             raise ValueError(f"aggregation must be one of {AGGREGATIONS}; got {aggregation!r}")
         self.aggregation = aggregation
         self.feature_layers = None if feature_layers is None else self._check_layers(feature_layers)
+        if blockwise_tome is not None and feature_layers is not None:
+            raise ValueError(
+                "blockwise_tome merges tokens inside the blocks, so per-block feature_layers "
+                "are not available; use one of them"
+            )
+        self.blockwise_tome = blockwise_tome
         width = model.config.hidden_size
         self.hidden_size = width * (1 if self.feature_layers is None else len(self.feature_layers))
 
@@ -68,9 +81,55 @@ class RadioEncoder(VisionEncoder):
     def config(self) -> RadioConfig:
         return self.model.config
 
+    def get_config(self) -> dict[str, Any]:
+        """Everything needed to rebuild this encoder's modules (not its weights) with
+        ``from_config``: a VLM checkpoint stores it and loads the weights itself. Adaptors are
+        not included (a VLM does not use them)."""
+        inter = self.inter_feature_normalizer
+        return {
+            "type": "radio",
+            "radio_config": self.config.to_dict(),
+            "dinov2_student": isinstance(self.model, RadioDinoV2Model),
+            "feature_normalizer": self.feature_normalizer is not None,
+            "inter_feature_normalizer": None
+            if inter is None
+            else {"num_layers": inter.alphas.numel(), "rot_per_layer": inter.rot_per_layer},
+            "feature_layers": self.feature_layers,
+            "aggregation": self.aggregation,
+            "preferred_resolution": list(self.preferred_resolution),
+            "max_resolution": self.max_resolution,
+            "version": self.version,
+            "blockwise_tome": self.blockwise_tome,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> RadioEncoder:
+        """The modules described by ``get_config()``, with freshly initialised weights."""
+        radio_config = RadioConfig(**config["radio_config"])
+        model_class = RadioDinoV2Model if config["dinov2_student"] else RadioModel
+        width = radio_config.hidden_size
+        inter = config["inter_feature_normalizer"]
+        return cls(
+            model_class(radio_config),
+            preferred_resolution=tuple(config["preferred_resolution"]),
+            max_resolution=config["max_resolution"],
+            feature_normalizer=FeatureNormalizer(width) if config["feature_normalizer"] else None,
+            inter_feature_normalizer=None
+            if inter is None
+            else IntermediateNormalizer(inter["num_layers"], width, inter["rot_per_layer"]),
+            feature_layers=config["feature_layers"],
+            aggregation=config["aggregation"],
+            version=config["version"],
+            blockwise_tome=config.get("blockwise_tome"),
+        )
+
     def forward(self, pixel_values: Tensor, output_hidden_states: bool = False) -> EncoderOutput:
         """pixel_values [B, 3, H, W] RGB in [0, 1], H and W multiples of the patch size."""
         h, w = self.check_pixels(pixel_values)
+        if self.blockwise_tome is not None:
+            if output_hidden_states:
+                raise ValueError("blockwise_tome keeps no per-block hidden states on the grid")
+            return self._blockwise(pixel_values, (h, w))
         need_hidden = output_hidden_states or self.feature_layers is not None
         out = self.model(pixel_values, output_hidden_states=need_hidden)
         hidden = out.hidden_states if need_hidden else None
@@ -82,8 +141,9 @@ class RadioEncoder(VisionEncoder):
         """Images of different sizes ([3, H_i, W_i] each) in one packed sequence through
         RadioModel's variable-resolution path (``image_grid_hw``): no padding, each image
         attends only to itself. One output per image, grid [1, h_i, w_i, C]."""
-        if len({tuple(image.shape[-2:]) for image in images}) <= 1:
-            return super().encode(images)  # one size: the dense batch is simpler and as fast
+        if len({tuple(image.shape[-2:]) for image in images}) <= 1 or self.blockwise_tome:
+            # one size: the dense batch is simpler and as fast; block-wise ToMe runs per size
+            return super().encode(images)
         grids = [self.check_pixels(image.unsqueeze(0)) for image in images]
         patches = torch.cat([_patchify(image, self.patch_size) for image in images])
         grid_hw = torch.tensor(grids, device=patches.device)
@@ -102,6 +162,27 @@ class RadioEncoder(VisionEncoder):
             )
             for i, grid in enumerate(grids)
         ]
+
+    def _blockwise(self, pixel_values: Tensor, grid_hw: tuple[int, int]) -> EncoderOutput:
+        """Block-wise ToMe down to K tokens; grid = the K tokens copied back to their patches."""
+        out = blockwise_tome_forward(self.model, pixel_values, self.blockwise_tome)
+        summary, prefix, tokens = out.summary, out.prefix_tokens, out.compressed.tokens
+        norm = getattr(self.model, "norm", None)  # the DINOv2 student's final LayerNorm
+        if norm is not None:
+            width = self.config.hidden_size
+            summary = norm(summary.unflatten(-1, (-1, width))).flatten(-2)
+            prefix, tokens = norm(prefix), norm(tokens)
+        if self.feature_normalizer is not None:
+            tokens = self.feature_normalizer(tokens)  # per token: commutes with unmerge
+        compressed = dataclasses.replace(out.compressed, tokens=tokens)
+        h, w = grid_hw
+        grid = compressed.unmerge().reshape(tokens.shape[0], h, w, -1)
+        cls_tokens = prefix[:, : self.config.num_cls_tokens]
+        adaptors = {}
+        for name in self.adaptor_names:
+            adaptor_summary, feats = self.adaptors[name](cls_tokens, grid.flatten(1, 2), grid_hw)
+            adaptors[name] = EncoderOutput(summary=adaptor_summary, grid=feats)
+        return EncoderOutput(summary=summary, grid=grid, adaptors=adaptors, compressed=compressed)
 
     def _output(
         self,
@@ -177,18 +258,7 @@ class RadioEncoder(VisionEncoder):
         return tokens[:, self.config.num_summary_tokens :].reshape(tokens.shape[0], h, w, -1)
 
     def _check_layers(self, layers: Sequence[int]) -> list[int]:
-        depth = self.config.num_hidden_layers
-        bad = [i for i in layers if not -depth <= int(i) < depth]
-        if bad or not layers:
-            raise ValueError(
-                f"feature layers must be block indices in [-{depth}, {depth - 1}]; got {list(layers)}"
-            )
-        resolved = [int(i) % depth for i in layers]
-        if resolved != sorted(set(resolved)):
-            raise ValueError(
-                f"feature layers must be strictly increasing blocks; got {list(layers)}"
-            )
-        return resolved
+        return resolve_layers(layers, self.config.num_hidden_layers)
 
     def _check_adaptors(self, names: Sequence[str]) -> list[str]:
         unknown = [n for n in names if n not in self.adaptors]

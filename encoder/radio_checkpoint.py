@@ -54,6 +54,7 @@ def load_radio(
     adaptor_names: Sequence[str] | None = None,
     feature_layers: Sequence[int] | None = None,
     aggregation: str = "sparse",
+    blockwise_tome: int | None = None,
     dtype: torch.dtype | None = None,
     attn_implementation: str | None = None,
     **config_overrides: Any,
@@ -61,6 +62,7 @@ def load_radio(
     """Load a RADIO checkpoint: a registry name (``radio_v2.5-h``), a hub id, a hub-style
     folder (``config.json`` with ``args`` + ``*.safetensors``) or a torch.hub ``.pth.tar``.
 
+    blockwise_tome: K, to merge inside every block down to K tokens (see ``RadioEncoder``).
     config_overrides: ``RadioConfig`` fields for architectures the translation does not know.
     """
     path = Path(source)
@@ -92,6 +94,7 @@ def load_radio(
         feature_layers=feature_layers,
         aggregation=aggregation,
         version=ckpt.version,
+        blockwise_tome=blockwise_tome,
     )
     return encoder.to(dtype) if dtype is not None else encoder
 

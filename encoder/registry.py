@@ -1,8 +1,10 @@
 """``build_encoder(spec)``: one entry point for every vision tower.
 
-spec is a registry name (``RADIO_VERSIONS``: "radio_v2.5-h", "c-radio_v3-l", ...), a hub id,
-a local hub-style folder, or a torch.hub checkpoint file. Which loader runs is decided by
-the registry or by the checkpoint's own files, never by substrings of a name.
+spec is a registry name (``RADIO_VERSIONS``: "radio_v2.5-h", "c-radio_v3-l", ...;
+``TOWERS``: "siglip2-so400m-patch16-512", "clip-vit-l-336", "dinov2-l", ...), a hub id, a
+local hub-style folder, or a torch.hub RADIO checkpoint file. Which loader runs is decided
+by the registry or by the checkpoint's own config.json ("args" -> RADIO, else its
+``model_type``), never by substrings of a name.
 """
 
 from __future__ import annotations
@@ -12,25 +14,65 @@ from pathlib import Path
 from typing import Any
 
 from .base import VisionEncoder
+from .hf_tower_checkpoint import (
+    TOWERS,
+    fetch_hub_file,
+    load_tower,
+    read_config,
+    tower_classes,
+    weight_files,
+)
 from .radio_checkpoint import load_radio
 from .radio_config import RADIO_VERSIONS
 
 
 def build_encoder(spec: str | Path, **overrides: Any) -> VisionEncoder:
-    """Build a vision tower; ``overrides`` go to its loader (e.g. ``feature_layers=[-4, -1]``,
-    ``adaptor_names=["siglip"]``, ``dtype=torch.bfloat16``)."""
+    """Build a vision tower; ``overrides`` go to its loader (``load_radio`` or
+    ``load_tower``), e.g. ``feature_layers=[-2]``, ``dtype=torch.bfloat16``,
+    ``adaptor_names=["siglip"]`` (RADIO only)."""
+    name = str(spec)
+    if name in RADIO_VERSIONS:
+        return load_radio(name, **overrides)
+    if name in TOWERS:
+        return load_tower(name, **overrides)
     path = Path(spec)
-    if str(spec) in RADIO_VERSIONS or path.is_file() or _is_radio_folder(path):
-        return load_radio(spec, **overrides)
+    if path.is_file():  # a torch.hub RADIO checkpoint
+        return load_radio(path, **overrides)
     if path.is_dir():
+        return _build_from_folder(path, overrides)
+    config = _hub_config(name)
+    if "args" in config:
+        return load_radio(name, **overrides)
+    tower_classes(config, origin=f"{name} (hub config.json)")  # unknown model_type -> error
+    return load_tower(name, **overrides)
+
+
+def registry_names() -> list[str]:
+    """Every registry name ``build_encoder`` accepts (RADIO versions and other towers)."""
+    return sorted([*RADIO_VERSIONS, *TOWERS])
+
+
+def _build_from_folder(path: Path, overrides: dict[str, Any]) -> VisionEncoder:
+    config = read_config(path)
+    if "args" in config:
+        return load_radio(path, **overrides)
+    tower_classes(config, origin=str(path / "config.json"))
+    if not weight_files(path):
         raise ValueError(
-            f"{path} is not a RADIO checkpoint folder (config.json with 'args'); other towers "
-            "(SigLIP, CLIP, DINOv2) are not supported yet"
+            f"{path} is not a RADIO checkpoint folder (its config.json has no 'args') and has "
+            f"no weights to load as a {config.get('model_type')!r} tower (*.safetensors or "
+            "*.bin); save the model there with save_pretrained"
         )
-    # A hub id: RADIO repos are the only ones supported so far.
-    return load_radio(spec, **overrides)
+    return load_tower(path, **overrides)
 
 
-def _is_radio_folder(path: Path) -> bool:
-    config = path / "config.json"
-    return config.is_file() and "args" in json.loads(config.read_text())
+def _hub_config(repo_id: str) -> dict[str, Any]:
+    """Only config.json of a hub repo, to decide which loader runs."""
+    try:
+        return json.loads(fetch_hub_file(repo_id, "config.json").read_text())
+    except Exception as err:  # offline, unknown repo, malformed id, ...
+        raise ValueError(
+            f"cannot build an encoder from {repo_id!r}: it is not a registry name, a local "
+            f"folder or a checkpoint file, and fetching its config.json from the hub failed "
+            f"({type(err).__name__}: {err}). Registry names: {', '.join(registry_names())}."
+        ) from err

@@ -180,3 +180,14 @@ def test_packed_mixed_sizes_apply_the_final_norm_per_image(tmp_path):
         summary, features, _ = reference_forward(state, image.unsqueeze(0))
         torch.testing.assert_close(out.summary, summary, rtol=0, atol=2e-5)
         torch.testing.assert_close(out.grid.flatten(1, 2), features, rtol=0, atol=2e-5)
+
+
+def test_blockwise_tome_without_merging_applies_the_final_norm(tmp_path):
+    state = student_state()
+    folder = write_hub_folder(tmp_path / "g", state)
+    x = torch.rand(1, 3, 28, 42, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        out = load_radio(folder, blockwise_tome=6)(x)
+    summary, features, _ = reference_forward(state, x)
+    torch.testing.assert_close(out.summary, summary, rtol=0, atol=2e-5)
+    torch.testing.assert_close(out.compressed.tokens, features, rtol=0, atol=2e-5)

@@ -1,0 +1,303 @@
+"""Block-wise ToMe for transformers' ``RadioModel`` (the "block-wise" row of paper Table A4).
+
+The project's default merger (``token_merge.compress(..., "tome")``) merges ONCE, on the final
+patch grid, matching on the features. This module is the original ToMe formulation instead
+(Bolya et al. 2023): merging happens inside every ViT block, between attention and MLP,
+matching on the attention keys, with proportional attention so a token that stands for s
+patches weighs like s copies of itself. Both reach exactly K patch tokens for the same K.
+
+    >>> out = blockwise_tome_forward(model, pixel_values, num_tokens=196)  # pixels in [0, 1]
+    >>> out.compressed.tokens.shape, out.compressed.assignment.shape       # [B, 196, C], [B, h*w]
+    >>> grid = out.compressed.unmerge().reshape(b, h, w, -1)
+
+Per block i, with the residual stream x [B, P + n_i, C] (P cls/register tokens first) and
+the sizes s [B, P + n_i] (patches each token stands for; all ones at the start):
+
+1. attention of norm1(x) with log(s) of every KEY token added to the logits (proportional
+   attention); with nothing merged yet s = 1 and no mask is passed, so it is the plain model;
+2. x = x + layer_scale1(attention) (RADIO's own submodules, weights shared, not copied);
+3. bipartite soft matching on the keys (mean over heads, cosine similarity): patch tokens at
+   alternating positions are destinations (``token_merge.alternating_destinations``), the
+   other patch tokens are sources, the P prefix tokens are protected; the r_i most similar
+   sources merge into their best destination: x becomes the size-weighted mean of its
+   members, s their sum (``token_merge.merge_tokens``);
+4. x = x + layer_scale2(mlp(norm2(x))).
+
+Attention always runs through ``F.scaled_dot_product_attention`` (an additive float mask of
+log sizes once something has merged), whatever ``config._attn_implementation`` says; no
+per-block hidden states are returned (their token counts differ per block).
+
+The r_i come from ``merge_schedule``; the assignment of every input patch to its output token
+is the ``token_merge.compose`` of all rounds. Output tokens keep the raster order of their
+representatives (``bipartite_soft_matching`` orders slots that way in every round).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from transformers import RadioModel
+
+from token_merge import Compressed, alternating_destinations, bipartite_soft_matching, compose
+from token_merge import merge_tokens as merge_weighted
+
+METHOD = "blockwise-tome"
+
+
+@dataclass
+class BlockwiseToMeOutput:
+    """The result of ``blockwise_tome_forward``.
+
+    summary:           [B, len(summary_idxs) * C] as ``RadioModel`` computes it (its cls
+                       tokens at ``config.summary_idxs``, flattened).
+    compressed:        K patch tokens [B, K, C], sizes [B, K] (float32, summing to h*w),
+                       assignment [B, h*w] (the output token each input patch ended in),
+                       grid_hw (h, w), method "blockwise-tome".
+    prefix_tokens:     [B, P, C] the final cls + register tokens (P = num_summary_tokens).
+    last_hidden_state: [B, P + K, C] the final sequence (prefix, then the K patch tokens).
+    schedule:          r_i, the tokens merged in each block (sums to h*w - K).
+    """
+
+    summary: Tensor
+    compressed: Compressed
+    prefix_tokens: Tensor
+    last_hidden_state: Tensor
+    schedule: list[int]
+
+    @property
+    def features(self) -> Tensor:
+        """The K patch tokens [B, K, C] (``RadioModel``'s ``features`` when K = h*w)."""
+        return self.compressed.tokens
+
+
+# --------------------------------------------------------------------------- schedule
+
+
+def max_merges(num_tokens: int) -> int:
+    """The most tokens one round can merge away from n patch tokens: its ceil(n/2) sources
+    (alternating destinations take floor(n/2) positions; sources need a destination)."""
+    return (num_tokens + 1) // 2 if num_tokens >= 2 else 0
+
+
+def min_reachable(num_patches: int, num_blocks: int) -> int:
+    """The fewest patch tokens ``num_blocks`` rounds can leave: n -> floor(n/2) each block."""
+    n = num_patches
+    for _ in range(num_blocks):
+        n -= max_merges(n)
+    return n
+
+
+def merge_schedule(num_patches: int, num_tokens: int, num_blocks: int) -> list[int]:
+    """r_i per block: N = ``num_patches`` patch tokens down to K = ``num_tokens`` in L blocks.
+
+    Rule: ToMe's constant r (R // L for R = N - K, plus one in the first R % L blocks),
+    clipped by the bipartite limit r_i <= ceil(n_i / 2), n_i the patch count entering block
+    i. The limit is applied backwards from K: the token count after block i may be at most
+    U_i = 2 U_{i+1} + 1 (U_L = K), so merges a late block cannot take move to earlier
+    blocks (front-loading only where forced: 8x8 -> 7 in 4 blocks is [15, 18, 16, 8]).
+    Where the limit does not bind (e.g. RADIO-H, 48x48 -> 196 in 32 blocks: 28 x 66 then
+    4 x 65) max(r) - min(r) <= 1.
+
+    Raises ValueError for K outside [1, N] or below ``min_reachable(N, L)`` (one round per
+    block halves the tokens at most: 64 patches in 4 blocks reach 4, not 1).
+    """
+    for name, value in (("num_patches", num_patches), ("num_blocks", num_blocks)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an int >= 1; got {value!r}")
+    if isinstance(num_tokens, bool) or not isinstance(num_tokens, int):
+        raise ValueError(f"num_tokens must be an int; got {num_tokens!r}")
+    if not 1 <= num_tokens <= num_patches:
+        raise ValueError(
+            f"num_tokens must be in [1, num_patches] = [1, {num_patches}]; got {num_tokens}"
+        )
+    floor = min_reachable(num_patches, num_blocks)
+    if num_tokens < floor:
+        raise ValueError(
+            f"block-wise ToMe cannot reach num_tokens = {num_tokens} from {num_patches} patches "
+            f"in {num_blocks} blocks: one bipartite round per block at most halves the tokens, "
+            f"so the minimum is {floor}. Use num_tokens >= {floor}, a deeper model, or the "
+            f"output-level merger (token_merge.compress(grid, 'tome', num_tokens))."
+        )
+    total = num_patches - num_tokens
+    upper = [num_tokens] * (num_blocks + 1)  # U_i: most tokens allowed after block i - 1
+    for i in range(num_blocks - 1, -1, -1):
+        upper[i] = min(num_patches, 2 * upper[i + 1] + 1)
+    # Token count entering each block: the even plan (q per block, one more in the first
+    # ``extra`` blocks), clipped by the limit. The clip keeps counts non-increasing and each
+    # step within the limit: min of two non-increasing sequences; see the tests' sweep.
+    q, extra = divmod(total, num_blocks)
+    counts = [min(num_patches - i * q - min(i, extra), upper[i]) for i in range(num_blocks + 1)]
+    return [counts[i] - counts[i + 1] for i in range(num_blocks)]
+
+
+def check_schedule(schedule: Sequence[int], num_patches: int, num_tokens: int) -> list[int]:
+    """Validate an explicit schedule (one r_i per block); return it as a list of ints."""
+    r = [int(v) for v in schedule]
+    if sum(r) != num_patches - num_tokens or any(v < 0 for v in r):
+        raise ValueError(
+            f"schedule must be non-negative merges summing to num_patches - num_tokens = "
+            f"{num_patches} - {num_tokens} = {num_patches - num_tokens}; got {r} (sum {sum(r)})"
+        )
+    n = num_patches
+    for i, v in enumerate(r):
+        if v > max_merges(n):
+            raise ValueError(
+                f"schedule merges {v} tokens in block {i}, but only {max_merges(n)} of the "
+                f"{n} patch tokens entering it are sources; move merges to earlier blocks "
+                f"or use merge_schedule({num_patches}, {num_tokens}, {len(r)})"
+            )
+        n -= v
+    return r
+
+
+# --------------------------------------------------------------------------- attention
+
+
+def proportional_attention(
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    log_sizes: Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+) -> Tensor:
+    """softmax(q k^T * scaling + log(size_key)) v, the attention ToMe uses for merged tokens.
+
+    query, key, value: [B, H, T, d]; log_sizes: [B, T] (log of the patches each key token
+    stands for) or None for all sizes 1. Adding log(s) to a key's logit multiplies its
+    softmax weight by s: exactly what s identical copies of that key/value would get.
+    Runs ``F.scaled_dot_product_attention`` with the log sizes as an additive float mask
+    broadcast over heads and queries (the mask takes the query dtype, so bfloat16 rounds
+    log(s) to ~3 significant digits). Returns [B, H, T, d].
+    """
+    mask = None if log_sizes is None else log_sizes[:, None, None, :].to(query.dtype)
+    return F.scaled_dot_product_attention(
+        query, key, value, attn_mask=mask, dropout_p=dropout, scale=scaling
+    )
+
+
+def _attention(attention, hidden: Tensor, log_sizes: Tensor | None) -> tuple[Tensor, Tensor]:
+    """A ``RadioAttention``'s projections around ``proportional_attention``.
+
+    hidden [B, T, C] -> (output [B, T, C] after o_proj, keys averaged over heads [B, T, d]).
+    """
+    b, t, _ = hidden.shape
+    shape = (b, t, -1, attention.head_dim)
+    q = attention.q_proj(hidden).view(shape).transpose(1, 2)
+    k = attention.k_proj(hidden).view(shape).transpose(1, 2)
+    v = attention.v_proj(hidden).view(shape).transpose(1, 2)
+    dropout = attention.attention_dropout if attention.training else 0.0
+    out = proportional_attention(q, k, v, log_sizes, attention.scaling, dropout)
+    return attention.o_proj(out.transpose(1, 2).reshape(b, t, -1)), k.mean(dim=1)
+
+
+# --------------------------------------------------------------------------- forward
+
+
+def _merge_round(
+    x: Tensor, sizes: Tensor, metric: Tensor, num_prefix: int, num_merged: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One ToMe round on [prefix | n patches]: x [B, P+n, C], sizes [B, P+n], metric [B, P+n, d]
+    -> (x [B, P+n-r, C], sizes [B, P+n-r], patch assignment [B, n] into the n - r patches)."""
+    total = x.shape[1]
+    dst = alternating_destinations(total, start=num_prefix)
+    protected = torch.arange(num_prefix) if num_prefix else None
+    assignment = bipartite_soft_matching(metric, dst, num_merged, protected)  # [B, P+n]
+    x, sizes = merge_weighted(x, assignment, total - num_merged, sizes)
+    # Protected tokens are the first representatives, so they keep slots 0..P-1.
+    return x, sizes, assignment[:, num_prefix:] - num_prefix
+
+
+def _block(
+    layer, x: Tensor, sizes: Tensor, num_prefix: int, num_merged: int, use_sizes: bool
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """One ``RadioLayer`` with ToMe between attention and MLP (as ToMe's timm patch).
+
+    use_sizes: add log(sizes) to the attention logits (proportional attention).
+    Returns (x, sizes, patch assignment of this round [B, n] or None when r = 0).
+    """
+    log_sizes = sizes.log() if use_sizes else None
+    attn, keys = _attention(layer.attention, layer.norm1(x), log_sizes)
+    x = layer.drop_path(layer.layer_scale1(attn)) + x
+    assignment = None
+    if num_merged > 0:
+        x, sizes, assignment = _merge_round(x, sizes, keys, num_prefix, num_merged)
+    x = layer.drop_path(layer.layer_scale2(layer.mlp(layer.norm2(x)))) + x
+    return x, sizes, assignment
+
+
+def blockwise_tome_forward(
+    model: RadioModel,
+    pixel_values: Tensor,
+    num_tokens: int,
+    *,
+    schedule: Sequence[int] | None = None,
+    proportional: bool = True,
+) -> BlockwiseToMeOutput:
+    """Run ``model`` with ToMe inside every block, down to ``num_tokens`` patch tokens.
+
+    pixel_values: [B, 3, H, W] RGB in [0, 1], as ``RadioModel.forward`` takes it (the model's
+        ``input_conditioner`` normalises it here too); H, W multiples of the patch size; the
+        dtype of the model's weights.
+    num_tokens:   K, 1 <= K <= h*w (and >= ``min_reachable(h*w, depth)``); K = h*w is the
+        plain model.
+    schedule:     r_i per block; default ``merge_schedule(h*w, K, depth)``. The same r for
+        every image of the batch, so shapes stay rectangular.
+    proportional: add log(size) of each key to the attention logits (ToMe's default for
+        off-the-shelf models; False is ToMe's ``prop_attn=False``).
+    """
+    config = model.config
+    h, w = _check_pixels(pixel_values, config.patch_size, config.num_channels)
+    b, n = pixel_values.shape[0], h * w
+    layers = model.encoder.layer
+    if schedule is None:
+        schedule = merge_schedule(n, num_tokens, len(layers))
+    else:
+        merge_schedule(n, num_tokens, len(layers))  # validates K with the same messages
+        if len(schedule) != len(layers):
+            raise ValueError(
+                f"schedule needs one r per block ({len(layers)}); got {len(schedule)}: "
+                f"{list(schedule)}"
+            )
+        schedule = check_schedule(schedule, n, num_tokens)
+
+    x = model.embeddings(model.input_conditioner(pixel_values))  # [B, P + N, C]
+    num_prefix = config.num_summary_tokens
+    sizes = torch.ones(b, num_prefix + n, device=x.device)  # float32 whatever x's dtype
+    assignment = torch.arange(n, device=x.device).expand(b, n)
+    merged = False  # sizes are exactly 1 until the first merge: no mask = the plain model
+    for layer, r in zip(layers, schedule, strict=True):
+        x, sizes, step = _block(layer, x, sizes, num_prefix, r, proportional and merged)
+        if step is not None:
+            assignment, merged = compose(assignment, step), True
+
+    cls_tokens = x[:, : config.num_cls_tokens]
+    summary = cls_tokens[:, model.summary_idxs].flatten(1)
+    compressed = Compressed(
+        x[:, num_prefix:], sizes[:, num_prefix:], assignment.contiguous(), (h, w), METHOD
+    )
+    return BlockwiseToMeOutput(summary, compressed, x[:, :num_prefix], x, list(schedule))
+
+
+def _check_pixels(pixel_values: Tensor, patch_size: int, channels: int) -> tuple[int, int]:
+    if not isinstance(pixel_values, Tensor) or pixel_values.dim() != 4:
+        shape = tuple(pixel_values.shape) if isinstance(pixel_values, Tensor) else None
+        raise ValueError(
+            f"pixel_values must be a tensor [B, {channels}, H, W] (packed or video input is "
+            f"not supported by block-wise ToMe); got shape {shape}"
+        )
+    b, c, height, width = pixel_values.shape
+    if b == 0 or c != channels:
+        raise ValueError(
+            f"pixel_values must be [B >= 1, {channels}, H, W]; got {tuple(pixel_values.shape)}"
+        )
+    if height % patch_size or width % patch_size or not height or not width:
+        raise ValueError(
+            f"image size {height}x{width} is not a positive multiple of the patch size "
+            f"{patch_size}; resize it with the encoder's image processor"
+        )
+    return height // patch_size, width // patch_size

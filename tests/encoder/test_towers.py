@@ -1,0 +1,371 @@
+"""SigLIP / SigLIP2 / CLIP / DINOv2 towers against the transformers models they wrap, and
+``build_encoder``'s dispatch. Tiny random checkpoints; nothing touches the network."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import huggingface_hub
+import pytest
+import torch
+from tiny_models import (
+    DEPTH,
+    FAMILIES,
+    NUM_REGISTERS,
+    ODD_PREPROCESSOR,
+    PATCH,
+    WIDTH,
+    tiny_tower_checkpoint,
+)
+from transformers import (
+    CLIPModel,
+    CLIPVisionModel,
+    Dinov2Model,
+    Dinov2WithRegistersModel,
+    Siglip2Model,
+    Siglip2VisionModel,
+    SiglipModel,
+    SiglipVisionModel,
+)
+from transformers.models.siglip2.image_processing_siglip2 import convert_image_to_patches
+
+import encoder.registry
+from encoder import (
+    TOWERS,
+    ClipTower,
+    Dinov2Tower,
+    HFVisionTower,
+    Siglip2NaflexTower,
+    SiglipTower,
+    build_encoder,
+    load_tower,
+    registry_names,
+)
+
+# Written out here, not read from the code under test.
+RAW_CLASSES = {
+    "clip": CLIPVisionModel,
+    "siglip": SiglipVisionModel,
+    "siglip2": Siglip2VisionModel,
+    "dinov2": Dinov2Model,
+    "dinov2_reg": Dinov2WithRegistersModel,
+}
+FULL_CLASSES = {"clip": CLIPModel, "siglip": SiglipModel, "siglip2": Siglip2Model}
+TOWER_CLASSES = {
+    "clip": ClipTower,
+    "siglip": SiglipTower,
+    "siglip2": Siglip2NaflexTower,
+    "dinov2": Dinov2Tower,
+    "dinov2_reg": Dinov2Tower,
+}
+PREFIX = {"clip": 1, "siglip": 0, "siglip2": 0, "dinov2": 1, "dinov2_reg": 1 + NUM_REGISTERS}
+DEFAULT_NORM = {  # the families' published preprocessing
+    "clip": ([0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]),
+    "siglip": ([0.5, 0.5, 0.5], [0.5, 0.5, 0.5]),
+    "siglip2": ([0.5, 0.5, 0.5], [0.5, 0.5, 0.5]),
+    "dinov2": ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+    "dinov2_reg": ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+}
+CLOSE = {"rtol": 1e-5, "atol": 1e-5}
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory) -> dict[str, Path]:
+    """One tiny checkpoint per family, with an unusual preprocessor_config.json."""
+    root = tmp_path_factory.mktemp("towers")
+    return {
+        family: tiny_tower_checkpoint(root / family, family, preprocessor=ODD_PREPROCESSOR, seed=i)
+        for i, family in enumerate(FAMILIES)
+    }
+
+
+@pytest.fixture(scope="module")
+def towers(folders) -> dict[str, HFVisionTower]:
+    return {family: load_tower(folder) for family, folder in folders.items()}
+
+
+@pytest.fixture(scope="module")
+def raws(folders) -> dict:
+    """The raw transformers models, loaded here without the code under test."""
+    return {family: RAW_CLASSES[family].from_pretrained(f).eval() for family, f in folders.items()}
+
+
+def images(*shape: int, seed: int = 0) -> torch.Tensor:
+    return torch.rand(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+def reference(family: str, raw, pixels: torch.Tensor):
+    """The raw transformers model, fed pixels normalised here with the folder's mean/std."""
+    mean = torch.tensor(ODD_PREPROCESSOR["image_mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(ODD_PREPROCESSOR["image_std"]).view(1, 3, 1, 1)
+    x = (pixels - mean) / std
+    if family == "siglip2":  # NaFlex: the image processor's own patch layout
+        b, _, height, width = x.shape
+        patches = torch.stack([convert_image_to_patches(image, PATCH) for image in x])
+        return raw(
+            patches,
+            pixel_attention_mask=torch.ones(b, patches.shape[1], dtype=torch.long),
+            spatial_shapes=torch.tensor([[height // PATCH, width // PATCH]] * b),
+            output_hidden_states=True,
+        )
+    if family.startswith("dinov2"):
+        return raw(x, output_hidden_states=True)
+    return raw(x, interpolate_pos_encoding=True, output_hidden_states=True)
+
+
+def as_grid(tokens: torch.Tensor, prefix: int, h: int, w: int) -> torch.Tensor:
+    """Drop the prefix tokens; patch (i, j) is token prefix + i * w + j (raster order)."""
+    return tokens[:, prefix:].reshape(tokens.shape[0], h, w, tokens.shape[-1])
+
+
+# ------------------------------------------------------------------- against transformers
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("size", [(40, 24), (32, 32)])  # non-square and non-default; native
+def test_forward_equals_the_transformers_model(family, size, raws, towers):
+    pixels = images(2, 3, *size)
+    out = towers[family](pixels, output_hidden_states=True)
+    ref = reference(family, raws[family], pixels)
+    h, w = size[0] // PATCH, size[1] // PATCH
+    assert out.grid.shape == (2, h, w, WIDTH)
+    assert torch.equal(out.grid, as_grid(ref.last_hidden_state, PREFIX[family], h, w))
+    assert torch.equal(out.summary, ref.pooler_output)
+    assert len(out.hidden_states) == DEPTH
+    for mine, theirs in zip(out.hidden_states, ref.hidden_states[1:], strict=True):
+        assert torch.equal(mine, as_grid(theirs, PREFIX[family], h, w))
+    # a transposed grid would have the same shape for a square image; check a corner patch
+    tokens = ref.last_hidden_state[:, PREFIX[family] :]
+    assert torch.equal(out.grid[:, 0, w - 1], tokens[:, w - 1])
+    assert towers[family](pixels).hidden_states is None
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_attributes(family, towers):
+    tower = towers[family]
+    assert type(tower) is TOWER_CLASSES[family]
+    assert tower.patch_size == PATCH
+    assert tower.hidden_size == WIDTH
+    assert tower.preferred_resolution == (32, 32)
+    assert tower.max_resolution == 1024  # max(4 * 32, 1024)
+    assert tower.max_resolution % tower.patch_size == 0
+
+
+def test_max_resolution_is_4x_the_native_side_floored_to_the_patch(tmp_path):
+    dino = load_tower(
+        tiny_tower_checkpoint(tmp_path / "d", "dinov2", image_size=518, patch_size=14)
+    )
+    assert (dino.preferred_resolution, dino.max_resolution) == ((518, 518), 2072)
+    clip = load_tower(tiny_tower_checkpoint(tmp_path / "c", "clip", image_size=56, patch_size=14))
+    assert clip.max_resolution == 1022  # 1024 floored to a multiple of 14
+
+
+def test_siglip2_naflex_native_side_comes_from_num_patches(tmp_path):
+    tower = load_tower(tiny_tower_checkpoint(tmp_path / "n", "siglip2", num_patches=36))
+    assert tower.preferred_resolution == (6 * PATCH, 6 * PATCH)
+
+
+def test_siglip_without_pooling_head_has_no_summary(tmp_path):
+    tower = load_tower(tiny_tower_checkpoint(tmp_path / "s", "siglip", vision_use_head=False))
+    assert tower(images(1, 3, 16, 24)).summary is None
+
+
+@pytest.mark.parametrize("family", ["clip", "siglip", "siglip2"])
+def test_full_dual_encoder_checkpoints_load_their_vision_part(family, tmp_path):
+    folder = tiny_tower_checkpoint(tmp_path / family, family, full=True)
+    tower = build_encoder(folder)
+    assert type(tower) is TOWER_CLASSES[family]
+    vision = FULL_CLASSES[family].from_pretrained(folder).eval().vision_model
+    pixels = images(1, 3, 24, 40)
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in DEFAULT_NORM[family])
+    x = (pixels - mean) / std
+    if family == "siglip2":
+        patches = convert_image_to_patches(x[0], PATCH)[None]
+        ones = torch.ones(1, 15, dtype=torch.long)
+        ref = vision(patches, pixel_attention_mask=ones, spatial_shapes=torch.tensor([[3, 5]]))
+    else:
+        ref = vision(x, interpolate_pos_encoding=True)
+    out = tower(pixels)
+    assert torch.equal(out.grid, as_grid(ref.last_hidden_state, PREFIX[family], 3, 5))
+    assert torch.equal(out.summary, ref.pooler_output)
+
+
+# ------------------------------------------------------------------- normalisation
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_without_preprocessor_config_the_family_defaults_apply(family, tmp_path):
+    tower = load_tower(tiny_tower_checkpoint(tmp_path / family, family))
+    mean, std = DEFAULT_NORM[family]
+    assert torch.allclose(tower.image_mean.flatten(), torch.tensor(mean))
+    assert torch.allclose(tower.image_std.flatten(), torch.tensor(std))
+
+
+def test_preprocessor_without_normalisation_and_explicit_overrides(tmp_path):
+    plain = {"do_normalize": False, "image_mean": [0.5] * 3, "image_std": [0.5] * 3}
+    tower = load_tower(tiny_tower_checkpoint(tmp_path / "a", "dinov2", preprocessor=plain))
+    pixels = images(1, 3, 16, 16)
+    assert torch.equal(tower.normalize(pixels), pixels)
+    tower = load_tower(tmp_path / "a", image_mean=[0.25] * 3, image_std=[2.0] * 3)
+    assert torch.equal(tower.normalize(pixels), (pixels - 0.25) / 2.0)
+    with pytest.raises(ValueError, match="image_std must be positive"):
+        load_tower(tmp_path / "a", image_std=[1.0, 0.0, 1.0])
+
+
+# ------------------------------------------------------------------- feature selection
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_feature_layers_concatenate_the_chosen_blocks(family, folders, raws, towers):
+    pixels = images(2, 3, 24, 40, seed=1)
+    hidden = towers[family](pixels, output_hidden_states=True).hidden_states
+    two = load_tower(folders[family], feature_layers=[0, -1])
+    assert two.hidden_size == 2 * WIDTH
+    assert torch.equal(two(pixels).grid, torch.cat([hidden[0], hidden[-1]], dim=-1))
+    llava = load_tower(folders[family], feature_layers=[-2])  # the penultimate block
+    ref = reference(family, raws[family], pixels)
+    assert torch.equal(llava(pixels).grid, as_grid(ref.hidden_states[-2], PREFIX[family], 3, 5))
+
+
+@pytest.mark.parametrize(
+    "layers,message",
+    [
+        ([], r"block indices in \[-3, 2\]"),
+        ([3], r"block indices in \[-3, 2\]; got \[3\]"),
+        ([-4, 0], r"block indices in \[-3, 2\]"),
+        ([1, 0], "strictly increasing"),
+        ([2, -1], "strictly increasing"),  # the same block twice
+    ],
+)
+def test_bad_feature_layers_are_refused(layers, message, folders):
+    with pytest.raises(ValueError, match=message):
+        load_tower(folders["clip"], feature_layers=layers)
+
+
+@pytest.mark.parametrize("family", ["clip", "siglip2", "dinov2"])
+def test_sizes_must_be_multiples_of_the_patch(family, towers):
+    with pytest.raises(ValueError, match="30x32 is not a multiple of the patch size 8"):
+        towers[family](images(1, 3, 30, 32))
+    with pytest.raises(ValueError, match=r"\[B >= 1, 3, H, W\]"):
+        towers[family](images(1, 1, 32, 32))
+
+
+# ------------------------------------------------------------------- batches of any size
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_encode_of_mixed_sizes_equals_per_image_forward(family, folders):
+    tower = load_tower(folders[family], feature_layers=[1, 2])
+    batch = [images(3, 40, 24, seed=2), images(3, 32, 32, seed=3), images(3, 40, 24, seed=4)]
+    batch.append(images(3, 16, 48, seed=5))
+    outs = tower.encode(batch)
+    for image, out in zip(batch, outs, strict=True):
+        alone = tower(image[None])
+        assert out.grid.shape == alone.grid.shape == (1, *alone.grid.shape[1:])
+        torch.testing.assert_close(out.grid, alone.grid, **CLOSE)
+        torch.testing.assert_close(out.summary, alone.summary, **CLOSE)
+    assert tower.encode([]) == []
+
+
+# ------------------------------------------------------------------- loading options
+
+
+def test_dtype_and_attention_implementation(folders, towers):
+    pixels = images(1, 3, 24, 16)
+    half = load_tower(folders["siglip"], dtype=torch.bfloat16)
+    assert next(half.model.parameters()).dtype == torch.bfloat16
+    assert half.image_mean.dtype == torch.float32  # normalisation stays exact
+    assert half(pixels).grid.dtype == torch.bfloat16
+    eager = load_tower(folders["dinov2_reg"], attn_implementation="eager")
+    assert eager.config._attn_implementation == "eager"
+    torch.testing.assert_close(eager(pixels).grid, towers["dinov2_reg"](pixels).grid, **CLOSE)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_get_config_rebuilds_the_same_tower(family, folders):
+    tower = load_tower(folders[family], feature_layers=[0, 2])
+    config = json.loads(json.dumps(tower.get_config()))  # a VLM config stores it as JSON
+    rebuilt = HFVisionTower.from_config(config)
+    assert type(rebuilt) is TOWER_CLASSES[family] and type(rebuilt.model) is RAW_CLASSES[family]
+    rebuilt.load_state_dict(tower.state_dict())  # normalisation buffers included
+    pixels = images(1, 3, 24, 40)
+    assert torch.equal(rebuilt(pixels).grid, tower(pixels).grid)
+    assert (rebuilt.hidden_size, rebuilt.max_resolution) == (2 * WIDTH, tower.max_resolution)
+    with torch.device("meta"):  # how a VLM skeleton is built before its weights load
+        assert HFVisionTower.from_config(config).image_mean.is_meta
+    with pytest.raises(ValueError, match="unknown tower family 'vit'"):
+        HFVisionTower.from_config({**config, "family": "vit"})
+
+
+def test_folder_without_weights_is_refused(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "dinov2"}))
+    with pytest.raises(ValueError, match="no weights"):
+        load_tower(tmp_path)
+
+
+# ------------------------------------------------------------------- build_encoder
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_build_encoder_dispatches_folders_on_model_type(family, folders):
+    tower = build_encoder(folders[family], feature_layers=[-2])
+    assert type(tower) is TOWER_CLASSES[family]
+    assert type(tower.model) is RAW_CLASSES[family]
+    assert tower.feature_layers == [DEPTH - 2]
+
+
+def test_build_encoder_refuses_unknown_model_types_and_bare_folders(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "vit"}))
+    with pytest.raises(ValueError, match=r"model_type 'vit'.*supported model types: clip, "):
+        build_encoder(tmp_path)
+    (tmp_path / "bare").mkdir()
+    with pytest.raises(ValueError, match=r"bare has no config\.json"):
+        build_encoder(tmp_path / "bare")
+
+
+def test_registry_names_map_to_hub_ids_and_go_to_load_tower(monkeypatch):
+    assert TOWERS["siglip-so400m-patch14-384"] == "google/siglip-so400m-patch14-384"
+    assert TOWERS["siglip2-so400m-patch16-512"] == "google/siglip2-so400m-patch16-512"
+    assert TOWERS["siglip2-so400m-patch16-naflex"] == "google/siglip2-so400m-patch16-naflex"
+    assert TOWERS["clip-vit-l-336"] == "openai/clip-vit-large-patch14-336"
+    assert TOWERS["clip-vit-l"] == "openai/clip-vit-large-patch14"
+    assert TOWERS["dinov2-g"] == "facebook/dinov2-giant"
+    assert TOWERS["dinov2-l-reg"] == "facebook/dinov2-with-registers-large"
+    assert {"radio_v2.5-h", "clip-vit-l-336", "dinov2-l"} <= set(registry_names())
+    calls = []
+    monkeypatch.setattr(encoder.registry, "load_tower", lambda spec, **kw: calls.append((spec, kw)))
+    build_encoder("clip-vit-l-336", feature_layers=[-2])
+    assert calls == [("clip-vit-l-336", {"feature_layers": [-2]})]
+
+
+def test_build_encoder_reads_only_config_json_to_dispatch_hub_ids(monkeypatch, tmp_path):
+    configs = {
+        "someone/tiny-dino": {"model_type": "dinov2"},
+        "someone/radio": {"args": {"model": "vit_base_patch16_224"}},
+        "someone/vit": {"model_type": "vit"},
+    }
+
+    def fake_download(repo_id, filename, **kwargs):
+        assert filename == "config.json"
+        if repo_id not in configs:
+            raise OSError("no connection")
+        path = tmp_path / repo_id.replace("/", "--")
+        path.write_text(json.dumps(configs[repo_id]))
+        return str(path)
+
+    calls = []
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    monkeypatch.setattr(encoder.registry, "load_tower", lambda s, **kw: calls.append(("tower", s)))
+    monkeypatch.setattr(encoder.registry, "load_radio", lambda s, **kw: calls.append(("radio", s)))
+    build_encoder("someone/tiny-dino")
+    build_encoder("someone/radio")
+    assert calls == [("tower", "someone/tiny-dino"), ("radio", "someone/radio")]
+    with pytest.raises(ValueError, match="model_type 'vit'"):
+        build_encoder("someone/vit")
+    with pytest.raises(
+        ValueError, match=r"'someone/missing'.*OSError: no connection.*Registry names:.*dinov2-l"
+    ):
+        build_encoder("someone/missing")
+    with pytest.raises(ValueError, match=r"'elsewhere/none'.*Registry names:.*clip-vit-l-336"):
+        load_tower("elsewhere/none")
