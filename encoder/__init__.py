@@ -10,6 +10,15 @@ CLIP and DINOv2 (with or without registers) load on their transformers vision mo
     >>> out = enc(pixel_values)          # out.summary [B, S], out.grid [B, h, w, C]
 """
 
+from .analysis import (
+    PCABasis,
+    ScaleEquivariance,
+    fit_pca,
+    pca_image,
+    resize_grid,
+    scale_equivariance,
+    scale_equivariance_details,
+)
 from .base import EncoderOutput, VisionEncoder
 from .blockwise_tome import BlockwiseToMeOutput, blockwise_tome_forward, merge_schedule
 from .from_config import ENCODER_TYPES, encoder_from_config
@@ -34,8 +43,10 @@ __all__ = [
     "EncoderOutput",
     "HFVisionTower",
     "ImageProcessor",
+    "PCABasis",
     "RadioEncoder",
     "ResolutionWarning",
+    "ScaleEquivariance",
     "Siglip2NaflexTower",
     "SiglipTower",
     "TileLayout",
@@ -44,11 +55,16 @@ __all__ = [
     "blockwise_tome_forward",
     "build_encoder",
     "encoder_from_config",
+    "fit_pca",
     "load_radio",
     "load_tower",
     "merge_schedule",
+    "pca_image",
     "radio_config_from_args",
     "registry_names",
+    "resize_grid",
+    "scale_equivariance",
+    "scale_equivariance_details",
     "tile_image",
     "to_rgb",
     "untile",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from importlib.metadata import PackageNotFoundError, version
 
-from . import merge_demo
+from . import encoder_analysis, merge_demo
 
 # name -> (module, one-line help); later issues add train, eval, compare, quickstart, ...
 SUBCOMMANDS = {
@@ -17,6 +17,11 @@ SUBCOMMANDS = {
         merge_demo,
         "compress a document page with ToMe / avg-pool / unshuffle; "
         "write merge pictures and a reconstruction-error table",
+    ),
+    "encoder": (
+        encoder_analysis,
+        "analyse a vision encoder across resolutions: PCA pictures (pca), "
+        "scale equivariance (equivariance)",
     ),
 }
 
