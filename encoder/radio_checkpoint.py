@@ -328,10 +328,15 @@ def _download(repo_id: str) -> Path:
 @contextlib.contextmanager
 def _quiet_transformers() -> Iterator[None]:
     """Extras (adaptors, normalisers) are loaded here, so transformers' report of them as
-    unexpected keys is noise; real mismatches are checked from the loading info."""
+    unexpected keys is noise, and so is a progress bar for a few hundred tensors; real
+    mismatches are checked from the loading info."""
     level = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     try:
         yield
     finally:
         hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()

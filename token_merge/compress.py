@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -29,6 +30,7 @@ from .matching import unmerge as unmerge_assignment
 
 METHODS = ("tome", "unshuffle", "avgpool", "none")
 DST_MODES = ("top-left", "random")
+SETTINGS = ("method", "num_tokens", "stride", "dst", "seed", "scale")
 
 
 @dataclass
@@ -170,6 +172,20 @@ class TokenCompressor(nn.Module):
             scale = 2
         self.method, self.num_tokens, self.stride = method, num_tokens, stride
         self.dst, self.seed, self.scale = dst, seed, scale
+
+    def settings(self) -> dict[str, Any]:
+        """The JSON-safe constructor arguments (``stride`` as a list or None)."""
+        settings = {key: getattr(self, key) for key in SETTINGS}
+        settings["stride"] = None if self.stride is None else list(self.stride)
+        return settings
+
+    @classmethod
+    def from_settings(cls, settings: dict[str, Any]) -> TokenCompressor:
+        """Inverse of ``settings()``; an unknown key is an error naming it."""
+        if unknown := sorted(set(settings) - set(SETTINGS)):
+            raise ValueError(f"unknown compressor settings {unknown}; known: {list(SETTINGS)}")
+        stride = settings.get("stride")
+        return cls(**{**settings, "stride": None if stride is None else tuple(stride)})
 
     def forward(self, grid: Tensor, metric: Tensor | None = None) -> Compressed:
         return compress(

@@ -1,0 +1,170 @@
+"""``VisionLanguageModel``: vision tower -> token compressor -> projector -> any causal LM.
+
+    pixel_values [N, 3, H, W] (or a list of [3, H_i, W_i])
+      -> vision_tower -> grid [N, h, w, C]
+      -> compressor   -> tokens [N, K, C']            (K per image, whatever its size)
+      -> projector    -> [N, K, D]
+      -> written into the LLM's input embeddings at the image placeholder positions.
+
+The LLM is a complete ``AutoModelForCausalLM`` (its own head, loss, cache and generation
+code); this class only builds ``inputs_embeds``. During ``generate`` transformers passes
+``pixel_values`` at the prefill step only; later steps reuse the KV cache.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from transformers import AutoModelForCausalLM, GenerationMixin, PreTrainedModel
+
+from encoder.from_config import encoder_from_config
+from token_merge import TokenCompressor
+
+from .configuration import VLMConfig
+from .projector import Projector
+
+
+class VisionLanguageModel(PreTrainedModel, GenerationMixin):
+    config: VLMConfig
+    config_class = VLMConfig
+    base_model_prefix = ""
+    main_input_name = "input_ids"
+    input_modalities = ("image", "text")
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_attention_backend = True
+
+    def __init__(self, config: VLMConfig) -> None:
+        super().__init__(config)
+        if config.vision_config is None:
+            raise ValueError("VLMConfig.vision_config is empty; build a model with vlm.build_vlm")
+        self.vision_tower = encoder_from_config(config.vision_config)
+        self.compressor = compressor_from_config(config.compressor)
+        text = config.get_text_config()
+        self.projector = Projector(
+            self.compressor.output_dim(self.vision_tower.hidden_size),
+            text.hidden_size,
+            config.projector["hidden_size"],
+            layer_norm=config.projector["layer_norm"],
+            act=config.projector["act"],
+        )
+        self.language_model = AutoModelForCausalLM.from_config(text)
+        self.post_init()
+
+    # ------------------------------------------------------------- LLM plumbing
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.language_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.language_model.set_input_embeddings(value)
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.language_model.get_output_embeddings()
+
+    def set_output_embeddings(self, value: nn.Module) -> None:
+        self.language_model.set_output_embeddings(value)
+
+    def get_decoder(self) -> nn.Module:
+        return self.language_model.get_decoder()
+
+    # ------------------------------------------------------------- vision
+
+    def get_image_features(self, pixel_values: Tensor | Sequence[Tensor]) -> list[Tensor]:
+        """Projected visual tokens, one [K_i, D] tensor per image.
+
+        pixel_values: [N, 3, H, W] in [0, 1], or a list of [3, H_i, W_i] (mixed sizes; RADIO
+        packs them into one sequence).
+        """
+        dtype = next(self.vision_tower.parameters()).dtype
+        if isinstance(pixel_values, Tensor):
+            outputs = [self.vision_tower(pixel_values.to(dtype))]
+        else:
+            outputs = self.vision_tower.encode([image.to(dtype) for image in pixel_values])
+        features = []
+        for out in outputs:
+            compressed = out.compressed if out.compressed is not None else self.compressor(out.grid)
+            features.extend(self.projector(compressed.tokens))
+        return features
+
+    def num_image_tokens(self, height: int, width: int) -> int:
+        """Placeholder tokens one processed image of height x width pixels takes."""
+        p = self.vision_tower.patch_size
+        return self.compressor.num_output_tokens(height // p, width // p)
+
+    # ------------------------------------------------------------- forward
+
+    def forward(
+        self,
+        input_ids: Tensor | None = None,
+        pixel_values: Tensor | Sequence[Tensor] | None = None,
+        attention_mask: Tensor | None = None,
+        position_ids: Tensor | None = None,
+        cache: Any | None = None,
+        inputs_embeds: Tensor | None = None,
+        labels: Tensor | None = None,
+        image_sizes: Tensor | None = None,
+        **kwargs: Any,
+    ):
+        """input_ids [B, L] with ``config.image_token_id`` at every visual-token position;
+        returns the LLM's ``CausalLMOutputWithPast`` (loss when ``labels`` are given)."""
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids and inputs_embeds")
+        if inputs_embeds is None:
+            inputs_embeds = self.get_input_embeddings()(input_ids)
+        if pixel_values is not None:
+            if input_ids is None:
+                raise ValueError("pixel_values need input_ids to find the image placeholders")
+            inputs_embeds = self._insert_images(input_ids, inputs_embeds, pixel_values)
+        elif input_ids is not None and _is_prefill(cache):
+            count = int((input_ids == self.config.image_token_id).sum())
+            if count:
+                raise ValueError(
+                    f"input_ids hold {count} image placeholder tokens but no pixel_values were "
+                    "given; pass the images the processor made the placeholders for"
+                )
+        return self.language_model(
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache,
+            labels=labels,
+            **kwargs,
+        )
+
+    def _insert_images(
+        self, input_ids: Tensor, inputs_embeds: Tensor, pixel_values: Tensor | Sequence[Tensor]
+    ) -> Tensor:
+        mask = input_ids == self.config.image_token_id
+        features = self.get_image_features(pixel_values)
+        count, total = int(mask.sum()), sum(f.shape[0] for f in features)
+        if count != total:
+            raise ValueError(
+                f"input_ids hold {count} image placeholder tokens but the {len(features)} images "
+                f"give {total} visual tokens ({[f.shape[0] for f in features]} each); the "
+                "processor and the model disagree on the compressor settings or the image sizes"
+            )
+        visual = torch.cat(features).to(inputs_embeds.dtype)
+        return inputs_embeds.masked_scatter(mask.unsqueeze(-1), visual)
+
+
+def compressor_from_config(settings: dict[str, Any]) -> TokenCompressor:
+    """A ``TokenCompressor`` whose output width never depends on the image size (the
+    projector's input width is fixed): unshuffle needs an explicit ``scale``. ``num_tokens``
+    is ignored for methods other than tome and avgpool."""
+    if settings["method"] == "unshuffle" and settings.get("scale") is None:
+        raise ValueError(
+            "compressor 'unshuffle' in a VLM needs scale=s (the projector's input width s*s*C "
+            "must not depend on the image size); set compressor scale instead of num_tokens"
+        )
+    if settings["method"] not in ("tome", "avgpool"):
+        settings = {**settings, "num_tokens": None}
+    return TokenCompressor.from_settings(settings)
+
+
+def _is_prefill(cache: Any) -> bool:
+    return cache is None or cache.get_seq_length() == 0

@@ -1,0 +1,465 @@
+"""``VLMProcessor``: conversations + images -> input_ids, attention_mask, labels, pixel_values.
+
+    >>> proc = VLMProcessor(tokenizer, encoder.image_processor, TokenCompressor("tome", 64))
+    >>> chat = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Hi?"}]},
+    ...         {"role": "assistant", "content": "A cat."}]
+    >>> batch = proc(images=[[cat]], conversations=[chat])                 # training: + labels
+    >>> batch = proc(images=[cat], conversations=chat[:1], add_generation_prompt=True)
+
+Text comes from the TOKENIZER'S OWN chat template, never a hand-written one (``vlm.chat``
+renders it and locates the labels). List content is flattened to a string first (text parts as
+they are, each image part as ``image_token``, joined by ``part_separator``); LLaVA-style
+``<image>`` markers inside strings are images too. The text is tokenised ONCE with one
+``image_token`` id per image; each is then replaced on the id list by ``[image_start] + N x
+image_token + [image_end]``, N = ``compressor.num_output_tokens(H/p, W/p)`` for that image's
+processed size: nothing is re-tokenised, so no "tokenization mismatch".
+
+Labels: -100 everywhere except each assistant reply and the end-of-turn token closing it,
+located through the template (it must be prefix-stable, else ``ChatTemplateError``); see
+``vlm.chat``. Images are only allowed in user messages, so never labelled.
+
+Not a ``transformers.ProcessorMixin``: it requires ``image_processor`` to be a transformers
+``ImageProcessingMixin`` (ours is a frozen dataclass) and loads sub-processors via the Auto
+classes. Same surface (``__call__(images=, text=)``, ``apply_chat_template``, ``decode`` /
+``batch_decode``, ``save_pretrained`` / ``from_pretrained``); processor_config.json names
+``processor_class``, so ``AutoProcessor`` loads it after ``AutoProcessor.register(VLMConfig,
+VLMProcessor)``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from transformers import AutoTokenizer, BatchFeature, PreTrainedTokenizerBase
+from transformers.utils import cached_file
+
+from encoder.image_processing import ImageProcessor, batch_pixels
+from token_merge import TokenCompressor
+
+from .chat import (
+    IGNORE_INDEX,
+    ChatTemplateError,
+    Conversation,
+    encode_chat,
+    flatten_conversation,
+    render_chat,
+)
+
+__all__ = ["IGNORE_INDEX", "ChatTemplateError", "SampleTooLongError", "VLMProcessor"]
+
+PROCESSOR_CONFIG = "processor_config.json"
+PADDING = (True, False, "longest", "max_length")
+_TOKEN_FIELDS = ("image_token", "image_start_token", "image_end_token", "part_separator")
+_HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "revision", "subfolder", "token")
+
+Row = tuple[list[int], "list[int] | None"]
+
+
+class SampleTooLongError(ValueError):
+    """A sample does not fit ``max_length`` without cutting an image span or the prompt."""
+
+
+class VLMProcessor:
+    """Image processor + tokenizer (with its chat template) + the token budget per image.
+
+    tokenizer:       a transformers tokenizer with a chat template. Missing image tokens are
+                     added to it IN PLACE as special tokens; ``new_token_ids`` lists them (the
+                     model resizes its embeddings to ``len(tokenizer)``).
+    image_processor: the encoder's ``ImageProcessor`` (or its ``to_dict()``).
+    compressor:      a ``TokenCompressor`` (or its settings): N placeholders per image.
+    image_token:     placeholder repeated N times per image; also the marker users write.
+    image_start_token / image_end_token: optional tokens around each image's placeholders.
+    part_separator:  joins the parts of list content (LLaVA's "<image>\\nquestion").
+    """
+
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        image_processor: ImageProcessor | dict[str, Any],
+        compressor: TokenCompressor | dict[str, Any],
+        *,
+        image_token: str = "<image>",
+        image_start_token: str | None = None,
+        image_end_token: str | None = None,
+        part_separator: str = "\n",
+    ) -> None:
+        if isinstance(image_processor, dict):
+            image_processor = ImageProcessor.from_dict(image_processor)
+        if isinstance(compressor, dict):
+            compressor = TokenCompressor.from_settings(compressor)
+        self.tokenizer, self.image_processor = tokenizer, image_processor
+        self.compressor, self.part_separator = compressor, part_separator
+        self.image_token, self.image_start_token = image_token, image_start_token
+        self.image_end_token = image_end_token
+        wanted = [t for t in (image_token, image_start_token, image_end_token) if t is not None]
+        if len(set(wanted)) != len(wanted):
+            raise ValueError(f"the image token strings must all differ; got {wanted}")
+        missing = [t for t in wanted if t not in tokenizer.get_vocab()]
+        if missing:
+            tokenizer.add_special_tokens(
+                {"extra_special_tokens": missing}, replace_extra_special_tokens=False
+            )
+        self.new_token_ids = [tokenizer.convert_tokens_to_ids(t) for t in missing]
+        self.image_token_id, self.image_start_token_id, self.image_end_token_id = (
+            None if t is None else self._atomic_id(t)
+            for t in (image_token, image_start_token, image_end_token)
+        )
+        self._start = [] if image_start_token is None else [self.image_start_token_id]
+        self._end = [] if image_end_token is None else [self.image_end_token_id]
+        ours = {self.image_token_id, *self._start, *self._end}
+        # a reply ends at the first special token after it (image tokens excluded)
+        added = {i for i, t in tokenizer.added_tokens_decoder.items() if t.special}
+        self._stop_ids = (added | set(tokenizer.all_special_ids)) - ours
+
+    def _atomic_id(self, token: str) -> int:
+        tid = self.tokenizer.convert_tokens_to_ids(token)
+        ids = self.tokenizer.encode(f"a{token}a", add_special_tokens=False)
+        if ids.count(tid) != 1 or tid == self.tokenizer.unk_token_id:
+            raise ValueError(
+                f"token {token!r} is in the tokenizer's vocabulary but is not one id inside "
+                f"text ('a{token}a' -> {ids}); choose another token string"
+            )
+        return tid
+
+    @property
+    def patch_size(self) -> int:
+        return self.image_processor.patch_size
+
+    def num_image_tokens(self, height: int, width: int) -> int:
+        """Placeholders (without start/end) for an image processed to height x width pixels."""
+        h, w = height // self.patch_size, width // self.patch_size
+        try:
+            return self.compressor.num_output_tokens(h, w)
+        except ValueError as err:
+            raise ValueError(
+                f"an image processed to {height}x{width} (a {h}x{w} patch grid) cannot be "
+                f"compressed by TokenCompressor({self.compressor.extra_repr()}): {err}. Use a "
+                "larger image resolution or a smaller token budget."
+            ) from err
+
+    # ------------------------------------------------------------------ main entry
+
+    def __call__(
+        self,
+        images: Any = None,
+        text: str | list[str] | None = None,
+        *,
+        conversations: Conversation | list[Conversation] | None = None,
+        add_generation_prompt: bool = False,
+        return_labels: bool | None = None,
+        padding: bool | str = True,
+        max_length: int | None = None,
+        truncation: bool = False,
+        return_tensors: str | None = "pt",
+    ) -> BatchFeature:
+        """Tokenise one sample or a batch and process its images.
+
+        conversations: a conversation (list of {"role", "content"} dicts) or a list of them;
+            content is a string or a list of {"type": "text", "text": ...} / {"type": "image"}
+            items (an image item may carry its image: "image": PIL / array / file path).
+        text:   prompt string(s) with ``image_token`` markers, encoded as they are (with the
+            tokenizer's own bos); never labels. Give ``text`` or ``conversations``.
+        images: one sample: an image or a list; a batch: one such entry (or None) per sample.
+            Matched to the markers in order of appearance.
+        add_generation_prompt: end with the assistant header, for generation (no labels).
+        return_labels: default True for conversations without a generation prompt.
+        padding: True / "longest", "max_length" or False; on ``tokenizer.padding_side``.
+        max_length: longer samples raise ``SampleTooLongError``, unless ``truncation=True`` and
+            only text after the last image (and no generation prompt) has to go.
+
+        Returns input_ids, attention_mask, labels (when asked): [B, L] int64; and when the batch
+        has N > 0 images, in order of appearance: pixel_values [N, 3, H, W] (a list of
+        [3, H_i, W_i] when sizes differ) and image_sizes [N, 2] (processed H, W).
+        """
+        if (text is None) == (conversations is None):
+            raise ValueError("pass exactly one of text= (prompt strings) or conversations=")
+        if padding not in PADDING or (padding == "max_length" and max_length is None):
+            raise ValueError(f"padding must be one of {PADDING} (max_length needs max_length=)")
+        if return_tensors not in ("pt", None):
+            raise ValueError(f"return_tensors must be 'pt' or None; got {return_tensors!r}")
+        chat = conversations is not None
+        trainable = chat and not add_generation_prompt
+        if return_labels and not trainable:
+            raise ValueError("labels need conversations= without add_generation_prompt")
+        return_labels = trainable if return_labels is None else return_labels
+        samples = _as_batch(conversations if chat else text, chat)
+        per_sample = _images_per_sample(images, len(samples))
+        for b, sample in enumerate(samples):
+            if chat:
+                samples[b], inline, markers = flatten_conversation(
+                    sample, b, self.image_token, self.part_separator
+                )
+                if inline and per_sample[b]:
+                    raise ValueError(
+                        f"conversation {b} carries images in its items and also got images=; "
+                        "give each image once"
+                    )
+                per_sample[b] = inline or per_sample[b]
+                if add_generation_prompt and samples[b][-1]["role"] == "assistant":
+                    raise ValueError(
+                        f"conversation {b} ends with an assistant reply but "
+                        "add_generation_prompt=True; drop the reply or the generation prompt"
+                    )
+            else:
+                markers = sample.count(self.image_token)
+            if markers != len(per_sample[b]):
+                raise ValueError(
+                    f"sample {b} has {markers} image markers ({self.image_token!r} or "
+                    f"{{'type': 'image'}} items) but {len(per_sample[b])} images were given; "
+                    "pass one image per marker, in order of appearance"
+                )
+        flat_images = [_load(image) for images_b in per_sample for image in images_b]
+        pixels = self.image_processor(flat_images) if flat_images else []
+        counts = iter([self.num_image_tokens(*p.shape[-2:]) for p in pixels])
+        rows: list[Row] = []
+        for b, sample in enumerate(samples):
+            if chat:
+                ids, labels = encode_chat(
+                    self.tokenizer,
+                    sample,
+                    b,
+                    image_token=self.image_token,
+                    image_token_id=self.image_token_id,
+                    stop_ids=self._stop_ids,
+                    add_generation_prompt=add_generation_prompt,
+                    want_labels=return_labels,
+                )
+            else:
+                ids, labels = self.tokenizer.encode(sample, add_special_tokens=True), None
+            ids, labels, spans = self._expand(ids, labels, [next(counts) for _ in per_sample[b]], b)
+            rows.append(_fit(ids, labels, spans, b, max_length, truncation, add_generation_prompt))
+        data = self._pad(rows, padding, max_length, return_tensors)
+        if pixels:
+            sizes = [tuple(p.shape[-2:]) for p in pixels]
+            data["pixel_values"] = batch_pixels(pixels) if return_tensors else pixels
+            data["image_sizes"] = torch.tensor(sizes) if return_tensors else sizes
+        return BatchFeature(data)
+
+    def _expand(
+        self, ids: list[int], labels: list[int] | None, counts: list[int], b: int
+    ) -> tuple[list[int], list[int] | None, list[tuple[int, int]]]:
+        """Each image id -> [start] + N x image id + [end]; also returns the image spans."""
+        out_ids: list[int] = []
+        out_labels = None if labels is None else []
+        spans, todo = [], iter(counts)
+        for k, tok in enumerate(ids):
+            if tok in self._start or tok in self._end:
+                raise ValueError(
+                    f"sample {b} contains {self.tokenizer.decode([tok])!r} in its text; the "
+                    "processor puts the image start/end tokens around every image, remove it"
+                )
+            if tok != self.image_token_id:
+                out_ids.append(tok)
+                if out_labels is not None:
+                    out_labels.append(labels[k])
+                continue
+            block = self._start + [tok] * next(todo) + self._end
+            spans.append((len(out_ids), len(out_ids) + len(block)))
+            out_ids += block
+            if out_labels is not None:
+                out_labels += [IGNORE_INDEX] * len(block)
+        return out_ids, out_labels, spans
+
+    def _pad(
+        self,
+        rows: list[Row],
+        padding: bool | str,
+        max_length: int | None,
+        return_tensors: str | None,
+    ) -> dict[str, Any]:
+        lengths = [len(ids) for ids, _ in rows]
+        target = max_length if padding == "max_length" else max(lengths) if padding else None
+        if target is None and return_tensors and len(set(lengths)) > 1:
+            raise ValueError(
+                f"samples have different lengths {lengths} and padding=False; pad them or pass "
+                "return_tensors=None for lists"
+            )
+        pad_id = self.tokenizer.pad_token_id
+        if target is not None and min(lengths) < target and pad_id is None:
+            raise ValueError(
+                "the tokenizer has no pad token; set tokenizer.pad_token (e.g. to a reserved "
+                "special token) before batching samples of different lengths"
+            )
+        left = self.tokenizer.padding_side == "left"
+        keys = ["input_ids", "attention_mask"] + (["labels"] if rows[0][1] is not None else [])
+        data: dict[str, list] = {key: [] for key in keys}
+        for ids, labels in rows:
+            n = 0 if target is None else target - len(ids)
+            for key, values, fill in zip(
+                keys, (ids, [1] * len(ids), labels), (pad_id, 0, IGNORE_INDEX), strict=False
+            ):
+                data[key].append([fill] * n + values if left else values + [fill] * n)
+        if return_tensors:
+            return {k: torch.tensor(v, dtype=torch.long) for k, v in data.items()}
+        return data
+
+    # ------------------------------------------------------------------ transformers surface
+
+    def apply_chat_template(
+        self,
+        conversation: Conversation | list[Conversation],
+        *,
+        add_generation_prompt: bool = False,
+        tokenize: bool = False,
+        images: Any = None,
+        **kwargs: Any,
+    ) -> str | list[str] | BatchFeature:
+        """tokenize=False: the rendered text (one ``image_token`` per image, not expanded); a
+        string for one conversation, a list for a batch. tokenize=True: ``self(images=images,
+        conversations=conversation, add_generation_prompt=..., **kwargs)``."""
+        if tokenize:
+            return self(
+                images,
+                conversations=conversation,
+                add_generation_prompt=add_generation_prompt,
+                **kwargs,
+            )
+        single = _is_conversation(conversation)
+        batch = [conversation] if single else conversation
+        texts = []
+        for b, c in enumerate(batch):
+            messages = flatten_conversation(c, b, self.image_token, self.part_separator)[0]
+            texts.append(render_chat(self.tokenizer, messages, add_generation_prompt, b))
+        return texts[0] if single else texts
+
+    def decode(self, *args: Any, **kwargs: Any) -> str:
+        """``tokenizer.decode``; ``skip_special_tokens=True`` also drops the image tokens."""
+        return self.tokenizer.decode(*args, **kwargs)
+
+    def batch_decode(self, *args: Any, **kwargs: Any) -> list[str]:
+        """``tokenizer.batch_decode``."""
+        return self.tokenizer.batch_decode(*args, **kwargs)
+
+    @property
+    def model_input_names(self) -> list[str]:
+        return ["input_ids", "attention_mask", "pixel_values", "image_sizes"]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe settings (all but the tokenizer): the content of processor_config.json."""
+        return {
+            "processor_class": type(self).__name__,
+            "image_processor": self.image_processor.to_dict(),
+            "compressor": self.compressor.settings(),
+            **{key: getattr(self, key) for key in _TOKEN_FIELDS},
+        }
+
+    def save_pretrained(self, save_directory: str | Path, **kwargs: Any) -> list[str]:
+        """Tokenizer files (with its chat template) + processor_config.json; returns the paths.
+        ``kwargs`` go to ``tokenizer.save_pretrained``."""
+        folder = Path(save_directory)
+        folder.mkdir(parents=True, exist_ok=True)
+        files = [str(f) for f in self.tokenizer.save_pretrained(folder, **kwargs)]
+        config = folder / PROCESSOR_CONFIG
+        config.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+        return [*files, str(config)]
+
+    @classmethod
+    def from_pretrained(
+        cls, pretrained_model_name_or_path: str | Path, **kwargs: Any
+    ) -> VLMProcessor:
+        """Inverse of ``save_pretrained``, from a folder or a hub id. ``kwargs`` go to
+        ``AutoTokenizer.from_pretrained`` (hub options such as ``revision`` to both reads)."""
+        source = str(pretrained_model_name_or_path)
+        hub = {k: kwargs[k] for k in _HUB_KWARGS if k in kwargs}
+        path = cached_file(
+            source, PROCESSOR_CONFIG, _raise_exceptions_for_missing_entries=False, **hub
+        )
+        if path is None:
+            raise FileNotFoundError(
+                f"{source} has no {PROCESSOR_CONFIG}: not saved by VLMProcessor.save_pretrained. "
+                "Build one with VLMProcessor(tokenizer, image_processor, compressor)."
+            )
+        config = json.loads(Path(path).read_text(encoding="utf-8"))
+        known = {"processor_class", "auto_map", "image_processor", "compressor", *_TOKEN_FIELDS}
+        if unknown := sorted(set(config) - known):
+            raise ValueError(f"unknown keys {unknown} in {path}; known: {sorted(known)}")
+        tokens = {key: config[key] for key in _TOKEN_FIELDS if key in config}
+        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+        return cls(tokenizer, config["image_processor"], config["compressor"], **tokens)
+
+    def __repr__(self) -> str:
+        settings = {k: v for k, v in self.to_dict().items() if k != "processor_class"}
+        return f"{type(self).__name__}(tokenizer={type(self.tokenizer).__name__}, {settings})"
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _is_conversation(value: Any) -> bool:
+    return isinstance(value, list) and (not value or isinstance(value[0], dict))
+
+
+def _as_batch(samples: Any, chat: bool) -> list:
+    """One sample or a list of them -> a new non-empty list of samples."""
+    if chat:
+        batch = [samples] if _is_conversation(samples) else samples
+    else:
+        batch = [samples] if isinstance(samples, str) else samples
+        if not isinstance(batch, list) or not all(isinstance(t, str) for t in batch):
+            raise ValueError(f"text must be a string or a list of strings; got {samples!r:.80}")
+    if not isinstance(batch, list) or not batch:
+        raise ValueError(
+            f"{'conversations' if chat else 'text'} is empty; pass at least one sample"
+        )
+    return list(batch)
+
+
+def _images_per_sample(images: Any, batch_size: int) -> list[list[Any]]:
+    """None / an image / a list of images (one sample) / a list of those (a batch) -> lists."""
+    if images is None:
+        return [[] for _ in range(batch_size)]
+    if not isinstance(images, (list, tuple)):
+        images = [images]
+    if batch_size == 1 and not any(x is None or isinstance(x, (list, tuple)) for x in images):
+        return [list(images)]
+    if len(images) != batch_size:
+        raise ValueError(
+            f"images has {len(images)} entries for {batch_size} samples; pass one entry (an "
+            "image, a list of images or None) per sample"
+        )
+    return [[] if x is None else list(x) if isinstance(x, (list, tuple)) else [x] for x in images]
+
+
+def _load(image: Any) -> Any:
+    """A file path -> a PIL image; anything else as is (the image processor checks it)."""
+    if isinstance(image, (str, Path)):
+        with Image.open(image) as f:
+            f.load()
+            return f
+    return image
+
+
+def _fit(
+    ids: list[int],
+    labels: list[int] | None,
+    spans: list[tuple[int, int]],
+    b: int,
+    max_length: int | None,
+    truncation: bool,
+    generation: bool,
+) -> Row:
+    """Enforce max_length: cut the text after the last image (truncation=True) or raise."""
+    if max_length is None or len(ids) <= max_length:
+        return ids, labels
+    last = max((end for _, end in spans), default=0)
+    head = f"sample {b} has {len(ids)} tokens, more than max_length={max_length}"
+    if last > max_length:
+        raise SampleTooLongError(
+            f"{head}, and its images end at token {last}: truncation would cut through an "
+            f"image. Raise max_length to >= {last}, use fewer or smaller images or a smaller "
+            "token budget, or drop the sample."
+        )
+    if generation:
+        raise SampleTooLongError(
+            f"{head}; truncating would cut the generation prompt. Shorten it or raise max_length."
+        )
+    if not truncation:
+        raise SampleTooLongError(
+            f"{head}; pass truncation=True to cut the text after the last image (which ends at "
+            f"token {last}), or raise max_length."
+        )
+    return ids[:max_length], None if labels is None else labels[:max_length]
