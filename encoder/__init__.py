@@ -21,6 +21,7 @@ from .analysis import (
 )
 from .base import EncoderOutput, VisionEncoder
 from .blockwise_tome import BlockwiseToMeOutput, blockwise_tome_forward, merge_schedule
+from .blockwise_towers import blockwise_tower_forward
 from .from_config import ENCODER_TYPES, encoder_from_config
 from .hf_tower_checkpoint import TOWER_MODEL_TYPES, TOWERS, load_tower
 from .hf_towers import ClipTower, Dinov2Tower, HFVisionTower, Siglip2NaflexTower, SiglipTower
@@ -53,6 +54,7 @@ __all__ = [
     "VisionEncoder",
     "batch_pixels",
     "blockwise_tome_forward",
+    "blockwise_tower_forward",
     "build_encoder",
     "encoder_from_config",
     "fit_pca",

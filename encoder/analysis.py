@@ -44,7 +44,7 @@ def scale_equivariance(
     feature_grids: Sequence[Tensor],
     *,
     unbiased: bool = True,
-    antialias: bool = True,
+    antialias: bool = False,
     eps: float = 1e-6,
 ) -> float:
     """Scale variance of one image's features at several resolutions (paper A.5); lower = more
@@ -61,7 +61,7 @@ def scale_equivariance_details(
     feature_grids: Sequence[Tensor],
     *,
     unbiased: bool = True,
-    antialias: bool = True,
+    antialias: bool = False,
     eps: float = 1e-6,
 ) -> ScaleEquivariance:
     """DESIGN.md section 5 / paper A.5, step by step:
@@ -82,11 +82,11 @@ def scale_equivariance_details(
       resolutions are compared (population variance would scale it by (N - 1) / N), and for
       unit-variance features it reads as ``1 - correlation`` between scales. In step 2 the
       correction changes the score by a factor (n - 1) / n only (n = reference cells).
-    - ``antialias=True``: downsampling low-pass filters the grid first (PyTorch's antialiased
-      bilinear, a triangle filter widened by the scale factor). A 4x smaller grid otherwise
-      reads 4 of every 16 cells, so fine detail the high resolution legitimately resolves
-      would alias into the score; with the filter only disagreement at the reference scale
-      counts. ``antialias=False`` is plain ``F.interpolate(..., mode="bilinear")``.
+    - ``antialias=False`` (default, DESIGN.md's "bilinearly resize"): plain
+      ``F.interpolate(..., mode="bilinear")``. ``antialias=True`` low-pass filters when
+      downsampling (PyTorch's antialiased bilinear, a triangle filter widened by the scale
+      factor): a 4x smaller grid otherwise reads 4 of every 16 cells, so fine detail the
+      high resolution legitimately resolves aliases into the score.
       ``align_corners=False`` always (cells are areas; the same as image resizing).
     - ``eps`` keeps constant channels finite: they normalise to 0 and add nothing. It is
       absolute, so a channel whose variance is near ``eps`` is damped (1e-6 is far below
@@ -115,7 +115,7 @@ def scale_equivariance_details(
     )
 
 
-def resize_grid(grid: Tensor, size: tuple[int, int], *, antialias: bool = True) -> Tensor:
+def resize_grid(grid: Tensor, size: tuple[int, int], *, antialias: bool = False) -> Tensor:
     """[C, h, w] -> [C, *size], bilinear, align_corners=False: the operator that
     ``scale_equivariance`` uses (same size = the grid itself, exactly)."""
     if grid.dim() != 3:

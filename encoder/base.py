@@ -49,10 +49,13 @@ class VisionEncoder(nn.Module):
     @property
     def image_processor(self) -> ImageProcessor:
         """The default resolution policy: keep-aspect, longest side = the preferred
-        resolution, capped by ``max_resolution``."""
+        resolution rounded to the patch and capped by ``max_resolution`` (SigLIP's 384 px at
+        patch 14 becomes 378)."""
+        p = self.patch_size
+        cap = self.max_resolution // p * p
         return ImageProcessor(
-            patch_size=self.patch_size,
-            resolution=max(self.preferred_resolution),
+            patch_size=p,
+            resolution=min(_round_to(max(self.preferred_resolution), p), cap),
             max_resolution=self.max_resolution,
         )
 

@@ -30,11 +30,17 @@ per-block hidden states are returned (their token counts differ per block).
 The r_i come from ``merge_schedule``; the assignment of every input patch to its output token
 is the ``token_merge.compose`` of all rounds. Output tokens keep the raster order of their
 representatives (``bipartite_soft_matching`` orders slots that way in every round).
+
+The block loop (``blockwise_forward``) is family-neutral: a ``BlockwiseAdapter`` says how a
+model embeds pixels, how many prefix tokens it protects, where each block's norms, q/k/v/o
+projections, layer scales and MLP are (``BlockParts``) and what its final norm / pooling
+head makes of the last sequence. ``radio_adapter`` is RADIO's; ``encoder.blockwise_towers``
+has CLIP's, SigLIP(2)'s and DINOv2's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -50,19 +56,21 @@ METHOD = "blockwise-tome"
 
 @dataclass
 class BlockwiseToMeOutput:
-    """The result of ``blockwise_tome_forward``.
+    """The result of ``blockwise_tome_forward`` (and ``blockwise_forward``).
 
-    summary:           [B, len(summary_idxs) * C] as ``RadioModel`` computes it (its cls
-                       tokens at ``config.summary_idxs``, flattened).
+    summary:           RADIO: [B, len(summary_idxs) * C] as ``RadioModel`` computes it (its
+                       cls tokens at ``config.summary_idxs``, flattened); other families:
+                       their usual summary [B, S] or None (the adapter's ``finish``).
     compressed:        K patch tokens [B, K, C], sizes [B, K] (float32, summing to h*w),
                        assignment [B, h*w] (the output token each input patch ended in),
                        grid_hw (h, w), method "blockwise-tome".
     prefix_tokens:     [B, P, C] the final cls + register tokens (P = num_summary_tokens).
-    last_hidden_state: [B, P + K, C] the final sequence (prefix, then the K patch tokens).
+    last_hidden_state: [B, P + K, C] the final sequence (prefix, then the K patch tokens),
+                       after the family's final norm where it has one (not RADIO).
     schedule:          r_i, the tokens merged in each block (sums to h*w - K).
     """
 
-    summary: Tensor
+    summary: Tensor | None
     compressed: Compressed
     prefix_tokens: Tensor
     last_hidden_state: Tensor
@@ -180,22 +188,121 @@ def proportional_attention(
     )
 
 
-def _attention(attention, hidden: Tensor, log_sizes: Tensor | None) -> tuple[Tensor, Tensor]:
-    """A ``RadioAttention``'s projections around ``proportional_attention``.
+# --------------------------------------------------------------------------- adapters
+
+Module = Callable[[Tensor], Tensor]
+
+
+def _identity(x: Tensor) -> Tensor:
+    return x
+
+
+@dataclass(frozen=True)
+class BlockParts:
+    """Where one pre-norm ViT block keeps its pieces; ToMe runs it as
+
+        x = x + drop_path(layer_scale1(o_proj(attention(norm1(x)))))   # proportional
+        (merge r_i tokens, matching on the keys)
+        x = x + drop_path(layer_scale2(mlp(norm2(x))))
+
+    Every callable maps [B, T, C_in] -> [B, T, C_out] (the model's own submodules, weights
+    shared). ``dropout`` is the attention dropout to apply now (0 outside training).
+    """
+
+    norm1: Module
+    q_proj: Module
+    k_proj: Module
+    v_proj: Module
+    o_proj: Module
+    head_dim: int
+    scaling: float
+    dropout: float
+    norm2: Module
+    mlp: Module
+    layer_scale1: Module = _identity
+    layer_scale2: Module = _identity
+    drop_path: Module = _identity
+
+
+@dataclass(frozen=True)
+class BlockwiseAdapter:
+    """How ``blockwise_forward`` drives one model family.
+
+    patch_size, num_channels: the input the embedding takes ([B, num_channels, h*p, w*p]).
+    num_prefix: P, cls/register tokens in front of the patches (protected from merging).
+    embed:      (pixel_values, (h, w)) -> the first block's input [B, P + h*w, C].
+    blocks:     one ``BlockParts`` per block, in order.
+    finish:     (final sequence [B, P + K, C], log sizes [B, P + K] or None) -> (summary or
+                None, the sequence the model reports [B, P + K, C]): the family's final norm
+                and pooling. The log sizes are None until something merged (or with
+                proportional=False); a pooling head may weigh its keys with them.
+    """
+
+    patch_size: int
+    num_channels: int
+    num_prefix: int
+    embed: Callable[[Tensor, tuple[int, int]], Tensor]
+    blocks: Sequence[BlockParts]
+    finish: Callable[[Tensor, Tensor | None], tuple[Tensor | None, Tensor]]
+
+
+def prenorm_block_parts(layer) -> BlockParts:
+    """``BlockParts`` of a layer laid out as ``RadioLayer`` / ``Dinov2Layer`` (norm1,
+    attention.{q,k,v,o}_proj, layer_scale1, drop_path, norm2, mlp, layer_scale2)."""
+    attention = layer.attention
+    return BlockParts(
+        norm1=layer.norm1,
+        q_proj=attention.q_proj,
+        k_proj=attention.k_proj,
+        v_proj=attention.v_proj,
+        o_proj=attention.o_proj,
+        head_dim=attention.head_dim,
+        scaling=attention.scaling,
+        dropout=attention.attention_dropout if attention.training else 0.0,
+        norm2=layer.norm2,
+        mlp=layer.mlp,
+        layer_scale1=layer.layer_scale1,
+        layer_scale2=layer.layer_scale2,
+        drop_path=layer.drop_path,
+    )
+
+
+def radio_adapter(model: RadioModel) -> BlockwiseAdapter:
+    """RADIO: the input conditioner normalises [0, 1] pixels; P = cls + registers; the
+    summary is the cls tokens at ``summary_idxs``, flattened; no final norm."""
+    config = model.config
+
+    def finish(x: Tensor, log_sizes: Tensor | None) -> tuple[Tensor, Tensor]:
+        cls_tokens = x[:, : config.num_cls_tokens]
+        return cls_tokens[:, model.summary_idxs].flatten(1), x
+
+    return BlockwiseAdapter(
+        patch_size=config.patch_size,
+        num_channels=config.num_channels,
+        num_prefix=config.num_summary_tokens,
+        embed=lambda pixels, grid_hw: model.embeddings(model.input_conditioner(pixels)),
+        blocks=[prenorm_block_parts(layer) for layer in model.encoder.layer],
+        finish=finish,
+    )
+
+
+# --------------------------------------------------------------------------- forward
+
+
+def _attention(
+    parts: BlockParts, hidden: Tensor, log_sizes: Tensor | None
+) -> tuple[Tensor, Tensor]:
+    """A block's projections around ``proportional_attention``.
 
     hidden [B, T, C] -> (output [B, T, C] after o_proj, keys averaged over heads [B, T, d]).
     """
     b, t, _ = hidden.shape
-    shape = (b, t, -1, attention.head_dim)
-    q = attention.q_proj(hidden).view(shape).transpose(1, 2)
-    k = attention.k_proj(hidden).view(shape).transpose(1, 2)
-    v = attention.v_proj(hidden).view(shape).transpose(1, 2)
-    dropout = attention.attention_dropout if attention.training else 0.0
-    out = proportional_attention(q, k, v, log_sizes, attention.scaling, dropout)
-    return attention.o_proj(out.transpose(1, 2).reshape(b, t, -1)), k.mean(dim=1)
-
-
-# --------------------------------------------------------------------------- forward
+    shape = (b, t, -1, parts.head_dim)
+    q = parts.q_proj(hidden).view(shape).transpose(1, 2)
+    k = parts.k_proj(hidden).view(shape).transpose(1, 2)
+    v = parts.v_proj(hidden).view(shape).transpose(1, 2)
+    out = proportional_attention(q, k, v, log_sizes, parts.scaling, parts.dropout)
+    return parts.o_proj(out.transpose(1, 2).reshape(b, t, -1)), k.mean(dim=1)
 
 
 def _merge_round(
@@ -213,21 +320,71 @@ def _merge_round(
 
 
 def _block(
-    layer, x: Tensor, sizes: Tensor, num_prefix: int, num_merged: int, use_sizes: bool
+    parts: BlockParts, x: Tensor, sizes: Tensor, num_prefix: int, num_merged: int, use_sizes: bool
 ) -> tuple[Tensor, Tensor, Tensor | None]:
-    """One ``RadioLayer`` with ToMe between attention and MLP (as ToMe's timm patch).
+    """One block with ToMe between attention and MLP (as ToMe's timm patch).
 
     use_sizes: add log(sizes) to the attention logits (proportional attention).
     Returns (x, sizes, patch assignment of this round [B, n] or None when r = 0).
     """
     log_sizes = sizes.log() if use_sizes else None
-    attn, keys = _attention(layer.attention, layer.norm1(x), log_sizes)
-    x = layer.drop_path(layer.layer_scale1(attn)) + x
+    attn, keys = _attention(parts, parts.norm1(x), log_sizes)
+    x = parts.drop_path(parts.layer_scale1(attn)) + x
     assignment = None
     if num_merged > 0:
         x, sizes, assignment = _merge_round(x, sizes, keys, num_prefix, num_merged)
-    x = layer.drop_path(layer.layer_scale2(layer.mlp(layer.norm2(x)))) + x
+    x = parts.drop_path(parts.layer_scale2(parts.mlp(parts.norm2(x)))) + x
     return x, sizes, assignment
+
+
+def _resolve_schedule(
+    num_patches: int, num_tokens: int, depth: int, schedule: Sequence[int] | None
+) -> list[int]:
+    """``merge_schedule``'s plan, or the explicit ``schedule`` validated against it."""
+    if schedule is None:
+        return merge_schedule(num_patches, num_tokens, depth)
+    merge_schedule(num_patches, num_tokens, depth)  # validates K with the same messages
+    if len(schedule) != depth:
+        raise ValueError(
+            f"schedule needs one r per block ({depth}); got {len(schedule)}: {list(schedule)}"
+        )
+    return check_schedule(schedule, num_patches, num_tokens)
+
+
+def blockwise_forward(
+    adapter: BlockwiseAdapter,
+    pixel_values: Tensor,
+    num_tokens: int,
+    *,
+    schedule: Sequence[int] | None = None,
+    proportional: bool = True,
+) -> BlockwiseToMeOutput:
+    """Run the model behind ``adapter`` with ToMe inside every block, down to ``num_tokens``.
+
+    pixel_values [B, C, H, W] as ``adapter.embed`` takes them; the other arguments as
+    ``blockwise_tome_forward``. The output's ``summary`` and ``last_hidden_state`` are what
+    ``adapter.finish`` makes of the final sequence; ``compressed.tokens`` and
+    ``prefix_tokens`` are its patch and prefix parts.
+    """
+    h, w = _check_pixels(pixel_values, adapter.patch_size, adapter.num_channels)
+    b, n = pixel_values.shape[0], h * w
+    schedule = _resolve_schedule(n, num_tokens, len(adapter.blocks), schedule)
+
+    x = adapter.embed(pixel_values, (h, w))  # [B, P + N, C]
+    num_prefix = adapter.num_prefix
+    sizes = torch.ones(b, num_prefix + n, device=x.device)  # float32 whatever x's dtype
+    assignment = torch.arange(n, device=x.device).expand(b, n)
+    merged = False  # sizes are exactly 1 until the first merge: no mask = the plain model
+    for parts, r in zip(adapter.blocks, schedule, strict=True):
+        x, sizes, step = _block(parts, x, sizes, num_prefix, r, proportional and merged)
+        if step is not None:
+            assignment, merged = compose(assignment, step), True
+
+    summary, x = adapter.finish(x, sizes.log() if proportional and merged else None)
+    compressed = Compressed(
+        x[:, num_prefix:], sizes[:, num_prefix:], assignment.contiguous(), (h, w), METHOD
+    )
+    return BlockwiseToMeOutput(summary, compressed, x[:, :num_prefix], x, list(schedule))
 
 
 def blockwise_tome_forward(
@@ -250,37 +407,10 @@ def blockwise_tome_forward(
     proportional: add log(size) of each key to the attention logits (ToMe's default for
         off-the-shelf models; False is ToMe's ``prop_attn=False``).
     """
-    config = model.config
-    h, w = _check_pixels(pixel_values, config.patch_size, config.num_channels)
-    b, n = pixel_values.shape[0], h * w
-    layers = model.encoder.layer
-    if schedule is None:
-        schedule = merge_schedule(n, num_tokens, len(layers))
-    else:
-        merge_schedule(n, num_tokens, len(layers))  # validates K with the same messages
-        if len(schedule) != len(layers):
-            raise ValueError(
-                f"schedule needs one r per block ({len(layers)}); got {len(schedule)}: "
-                f"{list(schedule)}"
-            )
-        schedule = check_schedule(schedule, n, num_tokens)
-
-    x = model.embeddings(model.input_conditioner(pixel_values))  # [B, P + N, C]
-    num_prefix = config.num_summary_tokens
-    sizes = torch.ones(b, num_prefix + n, device=x.device)  # float32 whatever x's dtype
-    assignment = torch.arange(n, device=x.device).expand(b, n)
-    merged = False  # sizes are exactly 1 until the first merge: no mask = the plain model
-    for layer, r in zip(layers, schedule, strict=True):
-        x, sizes, step = _block(layer, x, sizes, num_prefix, r, proportional and merged)
-        if step is not None:
-            assignment, merged = compose(assignment, step), True
-
-    cls_tokens = x[:, : config.num_cls_tokens]
-    summary = cls_tokens[:, model.summary_idxs].flatten(1)
-    compressed = Compressed(
-        x[:, num_prefix:], sizes[:, num_prefix:], assignment.contiguous(), (h, w), METHOD
+    adapter = radio_adapter(model)
+    return blockwise_forward(
+        adapter, pixel_values, num_tokens, schedule=schedule, proportional=proportional
     )
-    return BlockwiseToMeOutput(summary, compressed, x[:, :num_prefix], x, list(schedule))
 
 
 def _check_pixels(pixel_values: Tensor, patch_size: int, channels: int) -> tuple[int, int]:

@@ -81,6 +81,7 @@ def load_tower(
     attn_implementation: str | None = None,
     image_mean: Sequence[float] | None = None,
     image_std: Sequence[float] | None = None,
+    blockwise_tome: int | None = None,
 ) -> HFVisionTower:
     """Load a SigLIP / SigLIP2 / CLIP / DINOv2 vision tower: a registry name (``TOWERS``),
     a hub id or a local folder (``config.json`` + weights, optionally
@@ -89,6 +90,7 @@ def load_tower(
     dtype:               the model's parameter dtype (normalisation stays float32).
     attn_implementation: "sdpa", "eager", ... as transformers' ``from_pretrained``.
     image_mean/std:      override the checkpoint's normalisation.
+    blockwise_tome:      K, to merge tokens inside every block down to K (``HFVisionTower``).
     """
     name = str(source)
     repo = TOWERS.get(name, name)
@@ -114,6 +116,7 @@ def load_tower(
         image_std=image_std if image_std is not None else std,
         feature_layers=feature_layers,
         source=name,
+        blockwise_tome=blockwise_tome,
     )
 
 

@@ -16,8 +16,12 @@ the grid. What the final features are is each family's own output:
 | DINOv2 (+reg)   | layernormed patch tokens               | layernormed cls                |
 
 ``feature_layers`` picks raw block outputs instead (before any final norm), e.g. ``[-2]``
-for LLaVA-style CLIP features. ``get_config()`` (type "hf_tower") describes the modules so
-``HFVisionTower.from_config`` can rebuild them for a VLM checkpoint without the hub.
+for LLaVA-style CLIP features. ``blockwise_tome=K`` merges tokens inside every block down to
+K patch tokens (ToMe with proportional attention, paper Table A4; ``encoder.blockwise_towers``):
+the output then carries ``compressed`` (the K final tokens, sizes, assignment) and the grid is
+their unmerge; the summary is the family's own, computed on the merged sequence.
+``get_config()`` (type "hf_tower") describes the modules so ``HFVisionTower.from_config`` can
+rebuild them for a VLM checkpoint without the hub.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ from transformers.image_utils import (
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from .base import EncoderOutput, VisionEncoder, resolve_layers
+from .blockwise_towers import blockwise_tower_forward, patchify
 
 # A selection for transformers' ``output_hidden_states``: a flag, or indices into the
 # hidden-states tuple (index 0 is the embedding output) so that only those are kept.
@@ -62,6 +67,8 @@ class HFVisionTower(VisionEncoder):
     feature_layers: None (the family's final features, see the module docstring) or block
                     indices (negative counts from the end), strictly increasing, whose raw
                     outputs are concatenated along C.
+    blockwise_tome: K, to merge tokens inside every block down to K patch tokens (the output
+                    then carries ``compressed``); excludes feature_layers.
     """
 
     family: ClassVar[str]
@@ -78,6 +85,7 @@ class HFVisionTower(VisionEncoder):
         image_std: Sequence[float] | None = None,
         feature_layers: Sequence[int] | None = None,
         source: str | None = None,
+        blockwise_tome: int | None = None,
     ) -> None:
         super().__init__()
         self.model = model
@@ -95,6 +103,7 @@ class HFVisionTower(VisionEncoder):
         # A sane upper bound, not a hard limit: 4x the training side, at least 1024 px.
         self.max_resolution = max(4 * side, 1024) // self.patch_size * self.patch_size
         self.feature_layers = None if feature_layers is None else self._check_layers(feature_layers)
+        self.blockwise_tome = _check_blockwise(blockwise_tome, feature_layers)
         width = self.config.hidden_size
         self.hidden_size = width * (1 if self.feature_layers is None else len(self.feature_layers))
 
@@ -123,6 +132,7 @@ class HFVisionTower(VisionEncoder):
             "image_std": self.image_std.flatten().tolist(),
             "feature_layers": self.feature_layers,
             "source": self.source,
+            "blockwise_tome": self.blockwise_tome,
         }
 
     @classmethod
@@ -150,6 +160,7 @@ class HFVisionTower(VisionEncoder):
             image_std=config["image_std"],
             feature_layers=config["feature_layers"],
             source=config.get("source"),
+            blockwise_tome=config.get("blockwise_tome"),
         )
 
     def normalize(self, pixel_values: Tensor) -> Tensor:
@@ -162,8 +173,13 @@ class HFVisionTower(VisionEncoder):
 
         Returns summary [B, S] or None, grid [B, H/p, W/p, hidden_size] and, when asked,
         hidden_states: one [B, H/p, W/p, C] per block (raw block outputs, no prefix tokens).
+        With ``blockwise_tome`` also compressed (K tokens [B, K, C], sizes, assignment).
         """
         h, w = self.check_pixels(pixel_values)
+        if self.blockwise_tome is not None:
+            if output_hidden_states:
+                raise ValueError("blockwise_tome keeps no per-block hidden states on the grid")
+            return self._blockwise(pixel_values, h, w)
         out = self._run(
             self.normalize(pixel_values), h, w, self._hidden_selection(output_hidden_states)
         )
@@ -182,6 +198,12 @@ class HFVisionTower(VisionEncoder):
         return int(self.config.image_size)
 
     # ----------------------------------------------------------------------- internals
+
+    def _blockwise(self, pixel_values: Tensor, h: int, w: int) -> EncoderOutput:
+        """Block-wise ToMe down to K tokens; grid = the K tokens copied back to their patches."""
+        out = blockwise_tower_forward(self.model, self.normalize(pixel_values), self.blockwise_tome)
+        grid = out.compressed.unmerge().reshape(pixel_values.shape[0], h, w, -1)
+        return EncoderOutput(summary=out.summary, grid=grid, compressed=out.compressed)
 
     def _hidden_selection(self, output_hidden_states: bool) -> HiddenSelection:
         # Only keep the blocks feature_layers needs (hidden_states[0] is the embedding output).
@@ -275,10 +297,7 @@ class Siglip2NaflexTower(HFVisionTower):
     def patchify(self, pixels: Tensor) -> Tensor:
         """[B, C, h*p, w*p] -> [B, h*w, p*p*C]: patches in raster order, each flattened as
         (row, column, channel), the layout of transformers' ``Siglip2ImageProcessor``."""
-        b, c, height, width = pixels.shape
-        p = self.patch_size
-        x = pixels.reshape(b, c, height // p, p, width // p, p)
-        return x.permute(0, 2, 4, 3, 5, 1).reshape(b, (height // p) * (width // p), p * p * c)
+        return patchify(pixels, self.patch_size)
 
     def _run(
         self, pixels: Tensor, h: int, w: int, hidden: HiddenSelection
@@ -296,9 +315,12 @@ class Siglip2NaflexTower(HFVisionTower):
     def encode(self, images: Sequence[Tensor]) -> list[EncoderOutput]:
         """Images [3, H_i, W_i] in [0, 1] -> one output each (grid [1, h_i, w_i, C]), run as
         one batch padded to the longest patch sequence; padding is masked out of attention
-        and of the pooling head."""
+        and of the pooling head. With ``blockwise_tome``, same-size images run as one batch
+        each (the merge schedule depends on the grid)."""
         if not images:
             return []
+        if self.blockwise_tome is not None:
+            return super().encode(images)
         sizes = [self.check_pixels(image.unsqueeze(0)) for image in images]
         patches = [self.patchify(self.normalize(image.unsqueeze(0)))[0] for image in images]
         longest = max(len(x) for x in patches)
@@ -325,6 +347,20 @@ class Siglip2NaflexTower(HFVisionTower):
             )
             results.append(self._assemble(row, h, w, output_hidden_states=False))
         return results
+
+
+def _check_blockwise(num_tokens: int | None, feature_layers: Sequence[int] | None) -> int | None:
+    """K for block-wise ToMe (an int >= 1, or None = off); it excludes per-block features."""
+    if num_tokens is None:
+        return None
+    if isinstance(num_tokens, bool) or not isinstance(num_tokens, int) or num_tokens < 1:
+        raise ValueError(f"blockwise_tome must be an int >= 1 (tokens to keep); got {num_tokens!r}")
+    if feature_layers is not None:
+        raise ValueError(
+            "blockwise_tome merges tokens inside the blocks, so per-block feature_layers "
+            "are not available; use one of them"
+        )
+    return num_tokens
 
 
 def _channels(name: str, values: Sequence[float] | float) -> list[float]:

@@ -15,12 +15,15 @@ Every "resolution" here is a length of the image's LONGEST side, in pixels. Size
   [min_resolution, max_resolution] it is scaled (keeping aspect) to the nearest end.
 
 Then each side is rounded to the nearest multiple of the patch (halves round up), and never
-below one patch. A target whose longest side would exceed ``max_resolution`` is scaled down
+below one patch. With ``min_patches`` (a VLM with a fixed budget of K tokens sets it to K) a
+very elongated image whose grid would have fewer patches is stretched along its short side
+(then both sides, if need be) until it has at least that many. A target whose longest side would exceed ``max_resolution`` is scaled down
 (keeping aspect) with a ``ResolutionWarning`` naming both sizes: images are never cropped.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -51,6 +54,7 @@ class ImageProcessor:
     min_resolution: ``native`` only: smaller images are scaled up until their longest side is
                     this (default: one patch).
     pad:            ``keep-aspect`` only: pad to resolution x resolution (black, bottom/right).
+    min_patches:    the fewest patches an image may have (stretching its short side).
     resample:       PIL filter for resizing (enum, int or name such as "bicubic").
     """
 
@@ -61,6 +65,7 @@ class ImageProcessor:
     min_resolution: int | None = None
     pad: bool = False
     resample: Resampling = Resampling.BICUBIC
+    min_patches: int | None = None
 
     def __post_init__(self) -> None:
         p = _positive_int("patch_size", self.patch_size)
@@ -104,6 +109,13 @@ class ImageProcessor:
                 f"pad=True only applies to mode='keep-aspect' (mode is {self.mode!r}); "
                 "drop pad or use mode='keep-aspect'"
             )
+        if self.min_patches is not None:
+            side = self._cap // p
+            if _positive_int("min_patches", self.min_patches) > side * side:
+                raise ValueError(
+                    f"min_patches {self.min_patches} is more than the largest grid the encoder "
+                    f"takes ({side}x{side} at max_resolution {self.max_resolution}); lower it"
+                )
         # frozen dataclass: normalise the filter once so equality and to_dict are canonical
         object.__setattr__(self, "resample", _resampling(self.resample))
 
@@ -116,7 +128,21 @@ class ImageProcessor:
 
     def resize_size(self, height: int, width: int) -> tuple[int, int]:
         """(H, W) the image content is resized to (before any padding); sides are multiples
-        of the patch. Warns (``ResolutionWarning``) when max_resolution forces a downscale."""
+        of the patch, with at least ``min_patches`` patches. Warns (``ResolutionWarning``)
+        when max_resolution forces a downscale."""
+        return self._at_least_min_patches(*self._scaled_size(height, width))
+
+    def _at_least_min_patches(self, height: int, width: int) -> tuple[int, int]:
+        p, need = self.patch_size, self.min_patches
+        h, w = height // p, width // p
+        if need is None or self.pad or h * w >= need:  # padded: the full square grid counts
+            return height, width
+        long = max(h, w, math.ceil(math.sqrt(need)))  # a square, if even that is too small
+        short = math.ceil(need / long)
+        h, w = (long, short) if h >= w else (short, long)
+        return h * p, w * p
+
+    def _scaled_size(self, height: int, width: int) -> tuple[int, int]:
         h, w = _positive_int("height", height), _positive_int("width", width)
         p, long = self.patch_size, max(h, w)
         if self.mode == "fixed":
@@ -186,6 +212,7 @@ class ImageProcessor:
             "min_resolution": self.min_resolution,
             "pad": self.pad,
             "resample": self.resample.name.lower(),
+            "min_patches": self.min_patches,
         }
 
     @classmethod
@@ -267,10 +294,16 @@ def _has_alpha(image: Image.Image) -> bool:
 
 
 def _high_depth_to_unit(image: Image.Image) -> np.ndarray:
-    """I;16* / I / F image -> float32 [H, W] in [0, 1]."""
+    """I;16* / I / F image -> float32 [H, W] in [0, 1]. F: values in [0, 1] as they are,
+    in [0, 255] (what ``convert("F")`` of an 8-bit image gives) divided by 255, else stretched
+    from their minimum to their maximum like I."""
     a = np.asarray(image)
     if image.mode == "F":
-        return np.clip(np.nan_to_num(a.astype(np.float32)), 0.0, 1.0)
+        a = np.nan_to_num(a.astype(np.float32))
+        if not a.size or (a.min() >= 0 and a.max() <= 1):
+            return a
+        if a.min() >= 0 and a.max() <= 255:
+            return a / 255.0
     a = a.astype(np.float64)
     if image.mode.startswith("I;16") or (a.size and a.min() >= 0 and a.max() <= 65535):
         return (a / 65535.0).astype(np.float32)
@@ -316,7 +349,14 @@ def _unit_float(array: np.ndarray) -> np.ndarray:
     if array.dtype.kind == "u" and array.dtype.itemsize == 2:  # either byte order
         return array.astype(np.float32) / 65535.0
     if np.issubdtype(array.dtype, np.floating):
-        return np.clip(np.nan_to_num(array.astype(np.float32)), 0.0, 1.0)
+        values = np.nan_to_num(array.astype(np.float32))
+        # a float image in 0-255 would otherwise be clipped to almost white without a word
+        if values.size and (values.max() > 1.0 + 1e-3 or values.min() < -1e-3):
+            raise ValueError(
+                f"float image values must be in [0, 1]; got [{values.min():.3g}, "
+                f"{values.max():.3g}] (divide 0-255 images by 255, or pass uint8)"
+            )
+        return np.clip(values, 0.0, 1.0)
     raise TypeError(
         f"unsupported image dtype {array.dtype}; use uint8 (0-255), uint16 (0-65535), bool "
         "or floats in [0, 1]"

@@ -168,13 +168,17 @@ def hub_state_dict(state: dict[str, Tensor], args: dict[str, Any]) -> dict[str, 
 
 
 def summary_idxs_from_args(args: dict[str, Any]) -> list[int]:
-    """Cls slots forming the summary: the first slot of each unique teacher that has
-    ``use_summary`` (default true), with one cls token per teacher; else slot 0."""
-    if not args.get("cls_token_per_teacher"):
+    """Cls slots forming the summary, as the reference's torch.hub loader computes them: with
+    one cls token per teacher (the default), the position in ``args.teachers`` of the first
+    teacher of each name that has ``use_summary`` (default true); else slot 0."""
+    teachers = args.get("teachers") or []
+    if not (args.get("cls_token_per_teacher", True) and teachers):
         return [0]
-    unique = list(dict.fromkeys(t["name"] for t in args.get("teachers") or []))
-    used = {t["name"] for t in args.get("teachers") or [] if t.get("use_summary", True)}
-    return sorted(unique.index(name) for name in used)
+    first: dict[str, int] = {}
+    for index, teacher in enumerate(teachers):
+        if teacher.get("use_summary", True):
+            first.setdefault(teacher["name"], index)
+    return sorted(first.values())
 
 
 def _load_vit(
@@ -283,8 +287,10 @@ def _infer_adaptor_config(
             "num_inner": len(inner),
         }
 
-    slots = {t["name"]: t.get("token_slot", i) for i, t in enumerate(args.get("teachers") or [])}
-    head_idx = slots.get(name, 0) if args.get("cls_token_per_teacher") else 0
+    slots: dict[str, int] = {}  # the first teacher of a name wins, as in the reference
+    for i, teacher in enumerate(args.get("teachers") or []):
+        slots.setdefault(teacher["name"], teacher.get("token_slot", i))
+    head_idx = slots.get(name, 0) if args.get("cls_token_per_teacher", True) else 0
     return {"head_idx": head_idx, "summary": mlp("head_mlp"), "feature": mlp("feat_mlp")}
 
 

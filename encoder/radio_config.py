@@ -151,12 +151,13 @@ def radio_config_from_args(
 
 
 def num_cls_tokens(args: dict[str, Any]) -> int:
-    """One cls token per unique teacher name with ``cls_token_per_teacher``, else one."""
-    if args.get("cls_token_per_teacher"):
-        names = {t["name"] for t in args.get("teachers") or []}
-        if not names:
-            raise ValueError("args.cls_token_per_teacher is set but args.teachers names no teacher")
-        return len(names)
+    """One cls token per unique teacher name when ``cls_token_per_teacher`` (which, as in the
+    reference code, defaults to true when the checkpoint's args do not say), else one."""
+    teachers = args.get("teachers") or []
+    if args.get("cls_token_per_teacher", True) and teachers:
+        return len({t["name"] for t in teachers})
+    if args.get("cls_token_per_teacher") and not teachers:
+        raise ValueError("args.cls_token_per_teacher is set but args.teachers names no teacher")
     return 1
 
 

@@ -44,11 +44,6 @@ class RadioDinoV2Model(RadioModel):
         return out
 
 
-def is_dinov2_student(tensors: dict[str, Tensor] | list[str]) -> bool:
-    """Whether a hub-keyed checkpoint has the DINOv2-student layout."""
-    return any(key.startswith(INNER) for key in tensors)
-
-
 def dinov2_state_dict(tensors: dict[str, Tensor], config: RadioConfig) -> dict[str, Tensor]:
     """Hub keys (``radio_model.model.inner.*`` + conditioner) -> ``RadioDinoV2Model`` keys.
 

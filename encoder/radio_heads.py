@@ -61,7 +61,7 @@ class IntermediateNormalizer(nn.Module):
         )
         y = (x[:, skip:].float() - self.means[index].float()) @ rot.float().T
         y = torch.cat([x[:, :skip].float(), y], dim=1).to(x.dtype)
-        alpha = torch.ones(1, x.shape[1], 1, device=x.device)
+        alpha = torch.ones(1, x.shape[1], 1, device=x.device, dtype=x.dtype)
         alpha[:, skip:] = self.alphas[index].float()
         return y, alpha
 

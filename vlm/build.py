@@ -9,18 +9,18 @@ tokens and the LLM's embeddings grow to match.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AddedToken, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from encoder import VisionEncoder, build_encoder
 
-from .configuration import VLMConfig
-from .modeling import VisionLanguageModel, compressor_from_config
+from .configuration import VLMConfig, resolve_compressor
+from .modeling import VisionLanguageModel, build_projector, compressor_from_config
 from .processing import VLMProcessor
-from .projector import Projector
 
 
 def build_vlm(
@@ -54,6 +54,16 @@ def build_vlm(
     if not isinstance(encoder, VisionEncoder):
         encoder = build_encoder(encoder, dtype=dtype, **encoder_overrides)
     _drop_adaptors(encoder)
+    blockwise = getattr(encoder, "blockwise_tome", None)
+    if blockwise is not None:
+        # Tokens arrive merged (EncoderOutput.compressed) and skip the output-level merger;
+        # its settings then only tell the processor that every image costs K tokens.
+        if compressor != "tome" or num_tokens not in (None, blockwise):
+            raise ValueError(
+                f"the encoder merges inside its blocks to blockwise_tome={blockwise} tokens; use "
+                f"compressor='tome' with num_tokens={blockwise} (got {compressor!r}, {num_tokens})"
+            )
+        num_tokens = blockwise
     if not isinstance(llm, PreTrainedModel):
         if tokenizer is None:
             tokenizer = AutoTokenizer.from_pretrained(llm)
@@ -62,49 +72,64 @@ def build_vlm(
         raise ValueError("pass the LLM's tokenizer (tokenizer=...) when llm is a model object")
 
     start, end = image_markers or (None, None)
-    new_tokens = [t for t in (image_token, start, end) if t is not None]
-    tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in new_tokens])
+    compressor_settings = {
+        "method": compressor,
+        "num_tokens": num_tokens,
+        **(compressor_options or {}),
+    }
+    image_processor = encoder.image_processor
+    if compressor in ("tome", "avgpool"):
+        # exactly K tokens per image, however elongated: never fewer than K patches
+        image_processor = dataclasses.replace(image_processor, min_patches=num_tokens)
+    # The processor adds the image tokens to the tokenizer; the LLM's embeddings grow to match.
+    processor = VLMProcessor(
+        tokenizer=tokenizer,
+        image_processor=image_processor,
+        compressor=compressor_from_config(resolve_compressor(compressor_settings)),
+        image_token=image_token,
+        image_start_token=start,
+        image_end_token=end,
+    )
     if len(tokenizer) > llm.get_input_embeddings().num_embeddings:
         llm.resize_token_embeddings(len(tokenizer))
 
-    def token_id(token: str | None) -> int | None:
-        return None if token is None else tokenizer.convert_tokens_to_ids(token)
-
+    # VLMConfig shares the LLM's config and resets its attention implementation (transformers
+    # sets it recursively on sub-configs), so the one the LLM was loaded with is put back.
+    attention = llm.config._attn_implementation
     config = VLMConfig(
         vision_config=encoder.get_config(),
-        encoder_spec=getattr(encoder, "version", None),
-        compressor={"method": compressor, "num_tokens": num_tokens, **(compressor_options or {})},
+        encoder_spec=_spec(encoder),
+        compressor=compressor_settings,
         projector=projector,
         text_config=llm.config,
         image_token=image_token,
-        image_token_id=token_id(image_token),
+        image_token_id=processor.image_token_id,
         image_start_token=start,
-        image_start_token_id=token_id(start),
+        image_start_token_id=processor.image_start_token_id,
         image_end_token=end,
-        image_end_token_id=token_id(end),
+        image_end_token_id=processor.image_end_token_id,
     )
-    with torch.device("meta"):  # a skeleton: the real parts are put in below
+    # A skeleton on the meta device (no memory, no init); the real parts are put in below.
+    with torch.device("meta"):
         model = VisionLanguageModel(config)
+    if attention is not None:
+        llm.config._attn_implementation = attention
     model.vision_tower = encoder
     model.language_model = llm
-    torch.manual_seed(seed)  # reproducible projector initialisation
-    model.projector = Projector(
-        model.compressor.output_dim(encoder.hidden_size),
-        llm.config.hidden_size,
-        config.projector["hidden_size"],
-        layer_norm=config.projector["layer_norm"],
-        act=config.projector["act"],
-    ).to(dtype=dtype or torch.float32)
+    with torch.random.fork_rng():  # a reproducible projector that leaves the caller's RNG alone
+        torch.manual_seed(seed)
+        model.projector = build_projector(config, encoder.hidden_size, model.compressor)
+    if dtype is not None:
+        model = model.to(dtype)
+    else:  # one dtype for the projector and the LLM it feeds
+        model.projector.to(llm.get_input_embeddings().weight.dtype)
     model.generation_config = llm.generation_config
-    processor = VLMProcessor(
-        tokenizer=tokenizer,
-        image_processor=encoder.image_processor,
-        compressor=compressor_from_config(config.compressor),
-        image_token=image_token,
-        image_start_token=start,
-        image_end_token=end,
-    )
     return model.eval(), processor
+
+
+def _spec(encoder: VisionEncoder) -> str | None:
+    """Where the encoder came from, for the record (a registry name, hub id or path)."""
+    return getattr(encoder, "source", None) or getattr(encoder, "version", None)
 
 
 def _drop_adaptors(encoder: VisionEncoder) -> None:

@@ -62,12 +62,17 @@ class VLMConfig(PreTrainedConfig):
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs: Any) -> None:
-        self.compressor = _with_defaults("compressor", self.compressor, COMPRESSOR_DEFAULTS)
+        self.compressor = resolve_compressor(self.compressor)
         self.projector = _with_defaults("projector", self.projector, PROJECTOR_DEFAULTS)
         super().__post_init__(**kwargs)
         # Tying lives in the LLM's own config; mirror it so transformers ties the same weights.
         if self.text_config is not None and getattr(self.text_config, "tie_word_embeddings", False):
             self.tie_word_embeddings = True
+
+
+def resolve_compressor(settings: dict | None) -> dict[str, Any]:
+    """Compressor settings with the defaults filled in; an unknown key is an error."""
+    return _with_defaults("compressor", settings, COMPRESSOR_DEFAULTS)
 
 
 def _with_defaults(name: str, given: dict | None, defaults: dict[str, Any]) -> dict[str, Any]:

@@ -42,7 +42,7 @@ SETTINGS = {
     "variance": "unbiased",
     "interpolation": "bilinear",
     "align_corners": False,
-    "antialias": True,
+    "antialias": False,
 }
 
 

@@ -44,15 +44,8 @@ class VisionLanguageModel(PreTrainedModel, GenerationMixin):
             raise ValueError("VLMConfig.vision_config is empty; build a model with vlm.build_vlm")
         self.vision_tower = encoder_from_config(config.vision_config)
         self.compressor = compressor_from_config(config.compressor)
-        text = config.get_text_config()
-        self.projector = Projector(
-            self.compressor.output_dim(self.vision_tower.hidden_size),
-            text.hidden_size,
-            config.projector["hidden_size"],
-            layer_norm=config.projector["layer_norm"],
-            act=config.projector["act"],
-        )
-        self.language_model = AutoModelForCausalLM.from_config(text)
+        self.projector = build_projector(config, self.vision_tower.hidden_size, self.compressor)
+        self.language_model = AutoModelForCausalLM.from_config(config.get_text_config())
         self.post_init()
 
     # ------------------------------------------------------------- LLM plumbing
@@ -80,15 +73,17 @@ class VisionLanguageModel(PreTrainedModel, GenerationMixin):
         pixel_values: [N, 3, H, W] in [0, 1], or a list of [3, H_i, W_i] (mixed sizes; RADIO
         packs them into one sequence).
         """
-        dtype = next(self.vision_tower.parameters()).dtype
+        tower = next(self.vision_tower.parameters())
+        to_tower = {"device": tower.device, "dtype": tower.dtype}
         if isinstance(pixel_values, Tensor):
-            outputs = [self.vision_tower(pixel_values.to(dtype))]
+            outputs = [self.vision_tower(pixel_values.to(**to_tower))]
         else:
-            outputs = self.vision_tower.encode([image.to(dtype) for image in pixel_values])
+            outputs = self.vision_tower.encode([image.to(**to_tower) for image in pixel_values])
+        projector_dtype = next(self.projector.parameters()).dtype
         features = []
         for out in outputs:
             compressed = out.compressed if out.compressed is not None else self.compressor(out.grid)
-            features.extend(self.projector(compressed.tokens))
+            features.extend(self.projector(compressed.tokens.to(projector_dtype)))
         return features
 
     def num_image_tokens(self, height: int, width: int) -> int:
@@ -127,6 +122,10 @@ class VisionLanguageModel(PreTrainedModel, GenerationMixin):
                     f"input_ids hold {count} image placeholder tokens but no pixel_values were "
                     "given; pass the images the processor made the placeholders for"
                 )
+        if labels is not None:
+            # Training: no KV cache. Besides saving memory, transformers only isolates packed
+            # samples (position_ids restarting) when no cache exists.
+            kwargs.setdefault("use_cache", False)
         return self.language_model(
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
@@ -135,6 +134,57 @@ class VisionLanguageModel(PreTrainedModel, GenerationMixin):
             labels=labels,
             **kwargs,
         )
+
+    def _expand_inputs_for_generation(
+        self,
+        expand_size: int = 1,
+        is_encoder_decoder: bool = False,
+        input_ids: Tensor | None = None,
+        **model_kwargs: Any,
+    ) -> tuple[Tensor | None, dict[str, Any]]:
+        """Beam search / ``num_return_sequences``: transformers repeats every tensor along
+        dim 0, but ``pixel_values`` and ``image_sizes`` have one row per *image*, so a sample's
+        images must be repeated as a block: [a, b] x 2 -> [a, b, a, b]."""
+        pixel_values = model_kwargs.pop("pixel_values", None)
+        image_sizes = model_kwargs.pop("image_sizes", None)
+        if expand_size > 1 and pixel_values is not None:
+            if input_ids is None:
+                raise ValueError("generation with images needs input_ids (placeholders)")
+            order = self._images_by_sample(input_ids, pixel_values)
+            rows = [i for images in order for _ in range(expand_size) for i in images]
+            if isinstance(pixel_values, Tensor):
+                pixel_values = pixel_values[rows]
+            else:
+                pixel_values = [pixel_values[i] for i in rows]
+            if image_sizes is not None:
+                image_sizes = image_sizes[rows]
+        input_ids, model_kwargs = super()._expand_inputs_for_generation(
+            expand_size, is_encoder_decoder, input_ids, **model_kwargs
+        )
+        if pixel_values is not None:
+            model_kwargs["pixel_values"] = pixel_values
+        if image_sizes is not None:
+            model_kwargs["image_sizes"] = image_sizes
+        return input_ids, model_kwargs
+
+    def _images_by_sample(
+        self, input_ids: Tensor, pixel_values: Tensor | Sequence[Tensor]
+    ) -> list[list[int]]:
+        """Which images (in batch order) belong to each row of input_ids, from the rows'
+        placeholder counts and each image's token count."""
+        sizes = [tuple(image.shape[-2:]) for image in pixel_values]
+        counts = (input_ids == self.config.image_token_id).sum(1).tolist()
+        order, image = [], 0
+        for count in counts:
+            mine = []
+            while count > 0 and image < len(sizes):
+                count -= self.num_image_tokens(*sizes[image])
+                mine.append(image)
+                image += 1
+            if count != 0:
+                raise ValueError("image placeholders do not match the images' token counts")
+            order.append(mine)
+        return order
 
     def _insert_images(
         self, input_ids: Tensor, inputs_embeds: Tensor, pixel_values: Tensor | Sequence[Tensor]
@@ -150,6 +200,18 @@ class VisionLanguageModel(PreTrainedModel, GenerationMixin):
             )
         visual = torch.cat(features).to(inputs_embeds.dtype)
         return inputs_embeds.masked_scatter(mask.unsqueeze(-1), visual)
+
+
+def build_projector(config: VLMConfig, vision_width: int, compressor: TokenCompressor) -> Projector:
+    """The projector ``config.projector`` describes, from the compressor's output width C'
+    to the LLM's width."""
+    return Projector(
+        compressor.output_dim(vision_width),
+        config.get_text_config().hidden_size,
+        config.projector["hidden_size"],
+        layer_norm=config.projector["layer_norm"],
+        act=config.projector["act"],
+    )
 
 
 def compressor_from_config(settings: dict[str, Any]) -> TokenCompressor:

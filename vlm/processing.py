@@ -152,6 +152,7 @@ class VLMProcessor:
         add_generation_prompt: bool = False,
         return_labels: bool | None = None,
         padding: bool | str = True,
+        padding_side: str | None = None,
         max_length: int | None = None,
         truncation: bool = False,
         return_tensors: str | None = "pt",
@@ -167,7 +168,9 @@ class VLMProcessor:
             Matched to the markers in order of appearance.
         add_generation_prompt: end with the assistant header, for generation (no labels).
         return_labels: default True for conversations without a generation prompt.
-        padding: True / "longest", "max_length" or False; on ``tokenizer.padding_side``.
+        padding: True / "longest", "max_length" or False.
+        padding_side: "left" / "right"; default: left with ``add_generation_prompt`` (the
+            prompts must end where generation starts), else ``tokenizer.padding_side``.
         max_length: longer samples raise ``SampleTooLongError``, unless ``truncation=True`` and
             only text after the last image (and no generation prompt) has to go.
 
@@ -229,10 +232,18 @@ class VLMProcessor:
                     want_labels=return_labels,
                 )
             else:
-                ids, labels = self.tokenizer.encode(sample, add_special_tokens=True), None
+                # A rendered chat already starts with its bos; plain text gets the tokenizer's.
+                bos = self.tokenizer.bos_token
+                rendered = bos is not None and sample.startswith(bos)
+                ids = self.tokenizer.encode(sample, add_special_tokens=not rendered)
+                labels = None
             ids, labels, spans = self._expand(ids, labels, [next(counts) for _ in per_sample[b]], b)
             rows.append(_fit(ids, labels, spans, b, max_length, truncation, add_generation_prompt))
-        data = self._pad(rows, padding, max_length, return_tensors)
+        if padding_side is None:
+            padding_side = "left" if add_generation_prompt else self.tokenizer.padding_side
+        if padding_side not in ("left", "right"):
+            raise ValueError(f"padding_side must be 'left' or 'right'; got {padding_side!r}")
+        data = self._pad(rows, padding, max_length, return_tensors, padding_side == "left")
         if pixels:
             sizes = [tuple(p.shape[-2:]) for p in pixels]
             data["pixel_values"] = batch_pixels(pixels) if return_tensors else pixels
@@ -270,6 +281,7 @@ class VLMProcessor:
         padding: bool | str,
         max_length: int | None,
         return_tensors: str | None,
+        left: bool,
     ) -> dict[str, Any]:
         lengths = [len(ids) for ids, _ in rows]
         target = max_length if padding == "max_length" else max(lengths) if padding else None
@@ -284,7 +296,6 @@ class VLMProcessor:
                 "the tokenizer has no pad token; set tokenizer.pad_token (e.g. to a reserved "
                 "special token) before batching samples of different lengths"
             )
-        left = self.tokenizer.padding_side == "left"
         keys = ["input_ids", "attention_mask"] + (["labels"] if rows[0][1] is not None else [])
         data: dict[str, list] = {key: [] for key in keys}
         for ids, labels in rows:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 
 import pytest
@@ -10,13 +11,16 @@ import torch
 from transformers import RadioConfig, RadioModel
 
 from encoder.blockwise_tome import (
+    BlockParts,
     BlockwiseToMeOutput,
+    blockwise_forward,
     blockwise_tome_forward,
     check_schedule,
     max_merges,
     merge_schedule,
     min_reachable,
     proportional_attention,
+    radio_adapter,
 )
 from token_merge import alternating_destinations, bipartite_soft_matching, merge_tokens
 
@@ -298,3 +302,70 @@ def test_bad_pixels(model):
         blockwise_tome_forward(model, torch.rand(1, 3, 120, 128), num_tokens=8)
     with pytest.raises(ValueError, match=r"\[B, 3, H, W\]"):
         blockwise_tome_forward(model, torch.rand(3, 128, 128), num_tokens=8)
+
+
+# --------------------------------------------------------------------------- adapters
+
+
+def test_the_adapter_loop_is_the_radio_entry_point(model):
+    """``blockwise_tome_forward`` is ``blockwise_forward`` on ``radio_adapter``, bit for bit."""
+    x = pixels(2, 6, 10, seed=8)
+    with torch.no_grad():
+        a = blockwise_tome_forward(model, x, num_tokens=13)
+        b = blockwise_forward(radio_adapter(model), x, num_tokens=13)
+    assert a.schedule == b.schedule
+    for name in ("summary", "prefix_tokens", "last_hidden_state"):
+        assert torch.equal(getattr(a, name), getattr(b, name))
+    assert torch.equal(a.compressed.tokens, b.compressed.tokens)
+    assert torch.equal(a.compressed.assignment, b.compressed.assignment)
+
+
+def test_finish_sees_log_sizes_only_once_something_merged(model):
+    """The adapter's ``finish`` (final norm / pooling head) gets log sizes [B, P + K] after a
+    merge with proportional attention, and None otherwise (the plain model's path)."""
+    seen = []
+    base = radio_adapter(model)
+
+    def finish(x, log_sizes):
+        seen.append(log_sizes)
+        return base.finish(x, log_sizes)
+
+    adapter = dataclasses.replace(base, finish=finish)
+    x = pixels(2, 8, 8)
+    with torch.no_grad():
+        blockwise_forward(adapter, x, num_tokens=64)
+        blockwise_forward(adapter, x, num_tokens=16)
+        blockwise_forward(adapter, x, num_tokens=16, proportional=False)
+    assert seen[0] is None and seen[2] is None
+    assert seen[1].shape == (2, PREFIX + 16)
+    torch.testing.assert_close(seen[1].exp().sum(1), torch.full((2,), float(PREFIX + 64)))
+
+
+def test_block_parts_without_layer_scale_or_drop_path_are_identities(model):
+    """A family without layer scale / drop path (CLIP, SigLIP) leaves them at their identity
+    defaults: RADIO with its layer scales at 1 gives the same through such parts."""
+    ones = copy.deepcopy(model)
+    with torch.no_grad():
+        for layer in ones.encoder.layer:
+            layer.layer_scale1.lambda1.fill_(1.0)
+            layer.layer_scale2.lambda1.fill_(1.0)
+    full = radio_adapter(ones)
+    drop = ("layer_scale1", "layer_scale2", "drop_path")
+    bare = [
+        BlockParts(
+            **{
+                f.name: getattr(parts, f.name)
+                for f in dataclasses.fields(parts)
+                if f.name not in drop
+            }
+        )
+        for parts in full.blocks
+    ]
+    t = torch.randn(3, 5)
+    assert all(getattr(bare[0], name)(t) is t for name in drop)
+    x = pixels(2, 4, 4)
+    with torch.no_grad():
+        want = blockwise_forward(full, x, num_tokens=8)
+        got = blockwise_forward(dataclasses.replace(full, blocks=bare), x, num_tokens=8)
+    torch.testing.assert_close(got.compressed.tokens, want.compressed.tokens, **TOL)
+    assert torch.equal(got.compressed.assignment, want.compressed.assignment)

@@ -227,11 +227,28 @@ def test_32_bit_and_float_greys():
     im.putpixel((1, 0), 10**7)  # beyond 16 bits: stretched over min..max
     rgb = to_rgb(im)
     assert rgb.getpixel((0, 0)) == (0, 0, 0) and rgb.getpixel((1, 0)) == (255, 255, 255)
-    f = Image.new("F", (3, 1))
-    for x, v in enumerate([0.5, 1.0, 7.0]):
+
+
+def float_image(values):
+    f = Image.new("F", (len(values), 1))
+    for x, v in enumerate(values):
         f.putpixel((x, 0), v)
     rgb = to_rgb(f)
-    assert [rgb.getpixel((x, 0))[0] for x in range(3)] == [128, 255, 255]  # floats in [0, 1]
+    return [rgb.getpixel((x, 0))[0] for x in range(len(values))]
+
+
+def test_float_greys_in_unit_range_8_bit_range_or_beyond():
+    assert float_image([0.5, 1.0, 0.0]) == [128, 255, 0]  # [0, 1] as they are
+    assert float_image([0.5, 1.0, 7.0, 255.0]) == [1, 1, 7, 255]  # convert("F") of 8-bit
+    assert float_image([-1.0, 0.0, 999.0]) == [0, 0, 255]  # stretched over min..max
+    assert float_image([0.0, 1.0]) == float_image([0.0, 255.0]) == [0, 255]
+
+
+def test_float_arrays_outside_the_unit_range_are_refused():
+    with pytest.raises(ValueError, match=r"in \[0, 1\]; got \[0, 255\] \(divide 0-255"):
+        to_rgb(np.array([[0.0, 255.0]], np.float32))
+    with pytest.raises(ValueError, match="divide 0-255 images by 255"):
+        to_rgb(torch.full((3, 4, 4), 200.0))
 
 
 def test_numpy_inputs():

@@ -114,3 +114,22 @@ def test_build_encoder_dispatches_on_the_checkpoint_not_the_name(tmp_path):
     (tmp_path / "config.json").write_text('{"model_type": "siglip_vision_model"}')
     with pytest.raises(ValueError, match="not a RADIO checkpoint folder"):
         build_encoder(tmp_path)
+
+
+def test_teacher_tokens_follow_the_reference_defaults_and_first_occurrences():
+    """As NVlabs/RADIO's torch.hub loader: cls_token_per_teacher defaults to true, and a
+    teacher's summary slot is its first position in args.teachers."""
+    from encoder.radio_checkpoint import summary_idxs_from_args
+    from encoder.radio_config import num_cls_tokens
+
+    teachers = [
+        {"name": "clip"},
+        {"name": "clip", "use_summary": True},
+        {"name": "siglip"},
+        {"name": "sam", "use_summary": False},
+    ]
+    assert num_cls_tokens({"teachers": teachers}) == 3  # key missing: one per unique name
+    assert num_cls_tokens({"teachers": teachers, "cls_token_per_teacher": False}) == 1
+    assert summary_idxs_from_args({"teachers": teachers}) == [0, 2]
+    assert summary_idxs_from_args({"teachers": teachers, "cls_token_per_teacher": False}) == [0]
+    assert summary_idxs_from_args({}) == [0]

@@ -86,7 +86,7 @@ def test_loss_counts_only_the_assistant_reply(radio_dir):
 
 def test_generation_with_and_without_cache_and_batched_left_padding(radio_dir):
     model, processor = build(radio_dir)
-    processor.tokenizer.padding_side = "left"
+    assert processor.tokenizer.padding_side == "right"  # generation prompts pad left anyway
     prompts = [chat("Short?"), chat("A much longer question about the picture here?")]
     images = [[image(64, 64, seed=1)], [image(48, 64, seed=2)]]
     settings = {"max_new_tokens": 6, "do_sample": False, "pad_token_id": 0}
@@ -149,3 +149,52 @@ def test_bad_inputs_fail_with_clear_messages(radio_dir):
         processor(conversations=[], images=[])
     with pytest.raises(ValueError, match="unshuffle' in a VLM needs scale"):
         build(radio_dir, "unshuffle", num_tokens=4)
+
+
+def test_an_elongated_image_still_costs_exactly_k_tokens(radio_dir):
+    model, processor = build(radio_dir, "tome", num_tokens=16)
+    batch = processor(conversations=chat("Read it.", "Hi."), images=[image(20, 1000)])
+    h, w = batch["image_sizes"][0].tolist()
+    assert (h // 16) * (w // 16) >= 16
+    assert int((batch["input_ids"] == model.config.image_token_id).sum()) == 16
+    with torch.no_grad():
+        assert torch.isfinite(model(**batch).loss)
+
+
+def test_beam_search_gives_each_beam_its_own_sample_images(radio_dir):
+    """[a, b] with 2 beams must reach the encoder as [a, b, a, b] (not [a, a, b, b])."""
+    model, processor = build(radio_dir)
+    a, b = image(64, 64, seed=3), image(64, 64, seed=4)
+    inputs = processor(
+        conversations=chat("Two?", images=2), images=[a, b], add_generation_prompt=True
+    )
+    seen = []
+    original = model.get_image_features
+
+    def spy(pixel_values):
+        seen.append(pixel_values.clone())
+        return original(pixel_values)
+
+    model.get_image_features = spy
+    model.generate(**inputs, num_beams=2, max_new_tokens=2, do_sample=False)
+    pixels = inputs["pixel_values"]
+    assert torch.equal(seen[0], torch.cat([pixels, pixels]))
+
+
+def test_build_keeps_the_llms_attention_and_dtype(radio_dir):
+    tokenizer = tiny_tokenizer("chatml")
+    llm = tiny_llm("qwen2", vocab_size=len(tokenizer) + 3)
+    llm.config._attn_implementation = "eager"
+    model, processor = vlm.build_vlm(radio_dir, llm, tokenizer=tokenizer, num_tokens=4)
+    assert model.language_model.config._attn_implementation == "eager"
+    model, processor = vlm.build_vlm(
+        radio_dir,
+        tiny_llm("qwen2", vocab_size=len(tokenizer) + 3),
+        tokenizer=tiny_tokenizer(),
+        num_tokens=4,
+        dtype=torch.bfloat16,
+    )
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    batch = processor(conversations=chat("Read it.", "Hi."), images=[image(64, 64)])
+    with torch.no_grad():
+        assert model(**batch).logits.dtype == torch.bfloat16
