@@ -14,6 +14,7 @@ from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
 from .build import build_vlm
 from .configuration import VLMConfig
+from .evaluation import evaluate
 from .modeling import VisionLanguageModel
 from .processing import ChatTemplateError, SampleTooLongError, VLMProcessor
 from .projector import Projector
@@ -30,4 +31,5 @@ __all__ = [
     "VLMProcessor",
     "VisionLanguageModel",
     "build_vlm",
+    "evaluate",
 ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from importlib.metadata import PackageNotFoundError, version
 
-from . import encoder_analysis, merge_demo
+from . import encoder_analysis, eval_cli, eval_data_cli, merge_demo
 
 # name -> (module, one-line help); later issues add train, eval, compare, quickstart, ...
 SUBCOMMANDS = {
@@ -23,6 +23,8 @@ SUBCOMMANDS = {
         "analyse a vision encoder across resolutions: PCA pictures (pca), "
         "scale equivariance (equivariance)",
     ),
+    "eval": (eval_cli, eval_cli.SUMMARY),
+    "export-eval-data": (eval_data_cli, eval_data_cli.SUMMARY),
 }
 
 

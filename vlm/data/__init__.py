@@ -1,0 +1,80 @@
+"""Training data: sources -> ``VLMDataset`` (bad samples skipped and reported) -> ``VLMCollator``.
+
+    >>> from vlm.data import DataConfig, build_dataset, VLMCollator, SkipReportCallback
+    >>> dataset = build_dataset(DataConfig(kind="synthdoc", num_samples=2000,
+    ...                                    synthdoc={"image_size": 64, "levels": ["easy"]}),
+    ...                         processor)
+    >>> collator = VLMCollator(processor.tokenizer.pad_token_id)
+    >>> callback = SkipReportCallback(dataset.report)       # for transformers.Trainer
+
+Modules: ``synthdoc`` (+ ``synthdoc_draw``, ``synthdoc_layout``) generate documents;
+``writers`` save them as LLaVA JSON or lmms-eval datasets; ``sources`` read LLaVA JSON and
+Hugging Face datasets; ``images`` loads one image safely; ``dataset`` encodes samples;
+``skips`` reports what was skipped; ``collator`` pads or packs; ``config`` builds it all.
+"""
+
+from .collator import VLMCollator, pack_rows
+from .config import KINDS, DataConfig, build_dataset
+from .dataset import SampleEncoder, VLMDataset, VLMIterableDataset
+from .skips import HANDLED, SKIP_REASONS, SkipReport, SkipReportCallback, SkipSample
+from .sources import (
+    Columns,
+    HFSource,
+    HFStreamSource,
+    LlavaSource,
+    Source,
+    SynthDocSource,
+    llava_messages,
+    load_hf,
+)
+from .synthdoc import (
+    LEVELS,
+    STYLES,
+    WORDS,
+    SynthDocConfig,
+    SynthDocRecord,
+    eval_prompt,
+    generate_record,
+    generate_records,
+    plan_record,
+    to_messages,
+)
+from .writers import LMMS_EVAL_FEATURES, LMMS_EVAL_SPLITS, write_llava, write_lmms_eval
+
+__all__ = [
+    "HANDLED",
+    "KINDS",
+    "LEVELS",
+    "LMMS_EVAL_FEATURES",
+    "LMMS_EVAL_SPLITS",
+    "SKIP_REASONS",
+    "STYLES",
+    "WORDS",
+    "Columns",
+    "DataConfig",
+    "HFSource",
+    "HFStreamSource",
+    "LlavaSource",
+    "SampleEncoder",
+    "SkipReport",
+    "SkipReportCallback",
+    "SkipSample",
+    "Source",
+    "SynthDocConfig",
+    "SynthDocRecord",
+    "SynthDocSource",
+    "VLMCollator",
+    "VLMDataset",
+    "VLMIterableDataset",
+    "build_dataset",
+    "eval_prompt",
+    "generate_record",
+    "generate_records",
+    "llava_messages",
+    "load_hf",
+    "pack_rows",
+    "plan_record",
+    "to_messages",
+    "write_llava",
+    "write_lmms_eval",
+]

@@ -1,0 +1,172 @@
+"""Loading one training image safely: path checks, decoding, EXIF, RGB, the patch budget.
+
+Rules (each failure raises ``SkipSample`` with the reason in brackets):
+
+- Paths are resolved against the image root; after normalising ``..`` (lexically: symlinks
+  inside the root are allowed) they must stay inside it, absolute paths included
+  [path_escapes_root]. Missing/unreadable files [missing_image].
+- Decoding is complete (``load()``): undecodable bytes [corrupt_image], a file that ends
+  early [truncated_image] (Pillow's LOAD_TRUNCATED_IMAGES is never switched on), more pixels
+  than Pillow's decompression-bomb limit [image_too_large].
+- EXIF orientation is applied (a broken EXIF block is ignored). Every mode is converted to
+  8-bit RGB by the encoder's ``to_rgb``: greyscale/palette/CMYK converted, 16-bit scaled,
+  alpha composited on white [handled: converted_mode; unsupported_image if impossible].
+- Extreme shapes are kept, never cropped: an image whose long/short side ratio exceeds
+  ``max_aspect_ratio`` is padded with white on the short side (bottom/right) to that ratio
+  [handled: padded_aspect]; if the processed patch grid is still too small for the
+  compressor's token budget (e.g. ToMe K=256 needs >= 256 patches), it is padded further,
+  first towards square, then by doubling both sides [handled: padded_small], until it fits or
+  the square passes twice the encoder's max_resolution [image_too_small]. An image that
+  needs padding and is larger than max_resolution is first shrunk to it (keeping its aspect;
+  the policy would shrink it anyway). The resolution policy (``ImageProcessor``) then
+  resizes as for any image: a 1x1 image is scaled up, a 20,000 px wide one scaled down.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import os
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from .skips import SkipSample
+
+Note = Callable[[str, str], None]  # (handled reason, detail)
+
+
+def resolve_image_path(value: str | os.PathLike, root: str | Path) -> Path:
+    """``root / value`` normalised; raises SkipSample(path_escapes_root) outside ``root``."""
+    root_path = os.path.normpath(os.path.abspath(root))
+    path = os.path.normpath(os.path.join(root_path, os.fspath(value)))
+    if os.path.commonpath([root_path, path]) != root_path:
+        raise SkipSample("path_escapes_root", f"{os.fspath(value)!r} is outside {root_path}")
+    return Path(path)
+
+
+def open_image(image: Any, to_rgb: Callable[[Any], Image.Image], note: Note) -> Image.Image:
+    """A path, ``{"bytes", "path"}`` dict (datasets' undecoded Image), bytes, PIL image or
+    array -> an upright 8-bit RGB PIL image; raises ``SkipSample`` (module docstring)."""
+    if isinstance(image, dict):  # datasets.Image(decode=False)
+        if image.get("bytes") is not None:
+            image = image["bytes"]
+        elif image.get("path"):
+            image = image["path"]
+        else:
+            raise SkipSample("missing_image", "an image entry with neither bytes nor path")
+    if isinstance(image, (bytes, bytearray)):
+        image = _decode(io.BytesIO(image), "<bytes>")
+    elif isinstance(image, (str, os.PathLike)):
+        image = _decode(image, os.fspath(image))
+    if isinstance(image, Image.Image):
+        image = _upright(image, note)
+    mode = getattr(image, "mode", type(image).__name__)
+    try:
+        rgb = to_rgb(image)
+    except (ValueError, TypeError, OSError) as err:
+        raise SkipSample("unsupported_image", f"{mode}: {err}") from err
+    if mode != "RGB":
+        note("converted_mode", f"{mode} -> RGB")
+    return rgb
+
+
+def _decode(source: Any, name: str) -> Image.Image:
+    try:
+        with warnings.catch_warnings(), _strict_decoding():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(source) as f:
+                f.load()
+                return f.copy()  # info (with any EXIF block) is copied along
+    except FileNotFoundError as err:
+        raise SkipSample("missing_image", f"{name} does not exist") from err
+    except (IsADirectoryError, PermissionError) as err:
+        raise SkipSample("missing_image", f"{name}: {err}") from err
+    except Image.DecompressionBombError as err:
+        raise SkipSample("image_too_large", f"{name}: {err}") from err
+    except UnidentifiedImageError as err:
+        raise SkipSample("corrupt_image", f"{name}: not a recognised image") from err
+    except (OSError, SyntaxError, ValueError, EOFError) as err:
+        text = str(err)
+        truncated = "truncated" in text.lower() or isinstance(err, EOFError)
+        reason = "truncated_image" if truncated else "corrupt_image"
+        raise SkipSample(reason, f"{name}: {type(err).__name__}: {text}") from err
+
+
+@contextlib.contextmanager
+def _strict_decoding() -> Iterator[None]:
+    """Truncated files must fail to decode: lmms-eval (imported for evaluation) sets Pillow's
+    global LOAD_TRUNCATED_IMAGES, which would turn a cut-off image into grey padding."""
+    before = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        yield
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = before
+
+
+def _upright(image: Image.Image, note: Note) -> Image.Image:
+    """Apply the EXIF orientation; a broken EXIF block is ignored."""
+    try:
+        orientation = image.getexif().get(0x0112, 1)
+        if orientation in (1, None):
+            return image
+        upright = ImageOps.exif_transpose(image)
+    except Exception:  # broken EXIF: the pixels as stored
+        return image
+    note("exif_transposed", f"orientation {orientation}")
+    return upright
+
+
+def fit_budget(
+    image: Image.Image,
+    fits: Callable[[int, int], bool],
+    max_aspect_ratio: float | None,
+    max_side: int,
+    note: Note,
+) -> Image.Image:
+    """Pad ``image`` (white, bottom/right) per the module's rules until ``fits(h, w)``.
+
+    fits: whether an image of h x w pixels (before the resolution policy) gives a patch grid
+        the compressor accepts. max_side: the encoder's max_resolution; an image that needs
+        padding is first shrunk to it (the policy would shrink it anyway; padding a 20,000 px
+        image to a square would cost gigabytes), and a square is not grown past twice it.
+    """
+    w, h = original = image.size
+    extreme = max_aspect_ratio is not None and max(w, h) > max_aspect_ratio * min(w, h)
+    if not extreme and fits(h, w):
+        return image
+    if max(w, h) > max_side:
+        w, h = (max(1, round(side * max_side / max(w, h))) for side in (w, h))
+        image = image.resize((w, h), Image.Resampling.BICUBIC)
+    if extreme:
+        short = math.ceil(max(w, h) / max_aspect_ratio)
+        w, h = (w, short) if w >= h else (short, h)
+        note("padded_aspect", f"{original[0]}x{original[1]} -> {w}x{h} (WxH)")
+    padded = (w, h)
+    while not fits(h, w):
+        if w == h and w > 2 * max_side:  # only growing a square could go on forever
+            raise SkipSample(
+                "image_too_small",
+                f"{original[0]}x{original[1]} (WxH) padded up to {w}x{h} still gives too few "
+                "patches for the token budget",
+            )
+        if w > h:  # double the short side: half the aspect ratio, at most square
+            h = min(w, 2 * h)
+        elif h > w:
+            w = min(h, 2 * w)
+        else:
+            w, h = 2 * w, 2 * h
+    if (w, h) != padded:
+        note("padded_small", f"{original[0]}x{original[1]} -> {w}x{h} (WxH)")
+    return _pad(image, (w, h)) if (w, h) != image.size else image
+
+
+def _pad(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    canvas = Image.new("RGB", size, (255, 255, 255))
+    canvas.paste(image, (0, 0))
+    return canvas
