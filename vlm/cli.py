@@ -9,7 +9,14 @@ from __future__ import annotations
 import argparse
 from importlib.metadata import PackageNotFoundError, version
 
-from . import encoder_analysis, eval_cli, eval_data_cli, merge_demo
+from . import (
+    encoder_analysis,
+    eval_cli,
+    eval_data_cli,
+    merge_demo,
+    merge_lora,
+    train_cli,
+)
 
 # name -> (module, one-line help); later issues add train, eval, compare, quickstart, ...
 SUBCOMMANDS = {
@@ -23,6 +30,8 @@ SUBCOMMANDS = {
         "analyse a vision encoder across resolutions: PCA pictures (pca), "
         "scale equivariance (equivariance)",
     ),
+    "train": (train_cli, train_cli.SUMMARY),
+    "merge-lora": (merge_lora, merge_lora.SUMMARY),
     "eval": (eval_cli, eval_cli.SUMMARY),
     "export-eval-data": (eval_data_cli, eval_data_cli.SUMMARY),
 }

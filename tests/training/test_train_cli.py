@@ -1,0 +1,49 @@
+"""`radio-vlm train` / `radio-vlm merge-lora` argument handling (training itself: the other
+tests here)."""
+
+from __future__ import annotations
+
+import pytest
+from train_helpers import TINY
+
+from vlm.cli import build_parser, main
+from vlm.training import RecipeError
+
+
+def test_subcommands_are_registered(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for flag in ("--override", "--resume", "--accelerate", "--num-processes"):
+        assert flag in text
+    args = build_parser().parse_args(["train", "r.yaml", "--resume", "-o", "train.seed=1"])
+    assert (args.resume, args.override) == ("auto", ["train.seed=1"])
+    args = build_parser().parse_args(["merge-lora", "in", "out", "--base", "b"])
+    assert (args.adapter_dir, args.out_dir, args.base) == ("in", "out", "b")
+
+
+def test_train_reports_recipe_errors_before_any_work(tmp_path):
+    recipe = TINY / "stage1_align.yaml"
+    with pytest.raises(RecipeError, match=r"unknown key 'bogus' in section 'train'"):
+        main(["train", str(recipe), "-o", "train.bogus=1"])
+    with pytest.raises(RecipeError, match=r"unknown key 'lr' in section 'train' \(did you mean"):
+        main(["train", str(recipe), "-o", "train.lr=1"])
+    with pytest.raises(FileNotFoundError, match=r"recipe .*missing.yaml does not exist"):
+        main(["train", str(tmp_path / "missing.yaml")])
+    with pytest.raises(RecipeError, match=r"training_arguments.save_steps is set by the recipe"):
+        main(
+            [
+                "train",
+                str(recipe),
+                "-o",
+                f"train.output_dir={tmp_path}",
+                "-o",
+                "train.training_arguments={save_steps: 3}",
+            ]
+        )
+
+
+def test_merge_lora_refuses_a_plain_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"has no adapter_config.json: not a LoRA stage"):
+        main(["merge-lora", str(tmp_path), str(tmp_path / "out")])

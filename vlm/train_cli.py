@@ -1,0 +1,86 @@
+"""`radio-vlm train RECIPE`: run one training stage from a YAML recipe.
+
+    radio-vlm train recipes/tiny/stage1_align.yaml                      # this process
+    radio-vlm train recipes/stage2_pretrain.yaml --resume \\
+        --accelerate recipes/accelerate/zero3.yaml --num-processes 8    # via accelerate launch
+
+The same as ``accelerate launch --config_file CFG recipes/train.py RECIPE [...]``, which calls
+``main`` below in every process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+
+SUMMARY = "train one stage (align / pretrain / sft) from a YAML recipe"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("recipe", help="YAML recipe (see recipes/)")
+    parser.add_argument(
+        "--override",
+        "-o",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change one recipe key, e.g. train.max_steps=10 or model.init_from=runs/s1 "
+        "(repeatable; the value is read as YAML)",
+    )
+    parser.add_argument(
+        "--resume",
+        nargs="?",
+        const="auto",
+        default=None,
+        metavar="CHECKPOINT",
+        help="continue from the latest complete checkpoint in train.output_dir (or the given "
+        "checkpoint folder); starts fresh when there is none",
+    )
+    parser.add_argument(
+        "--accelerate",
+        metavar="CONFIG",
+        help="start through `accelerate launch --config_file CONFIG` (e.g. "
+        "recipes/accelerate/zero2.yaml) instead of in this process",
+    )
+    parser.add_argument(
+        "--num-processes", type=int, help="with --accelerate: override the config's count"
+    )
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.accelerate:
+        return _launch(args)
+    from vlm.training import load_recipe, train
+
+    overrides = list(args.override)
+    if args.resume is not None:
+        overrides.append(f"train.resume={args.resume}")
+    train(load_recipe(args.recipe, overrides))
+    return 0
+
+
+def _launch(args: argparse.Namespace) -> int:
+    """Re-run this command in every process of `accelerate launch`."""
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", args.accelerate]
+    if args.num_processes is not None:
+        command += ["--num_processes", str(args.num_processes)]
+    command += ["-m", "vlm.train_cli", args.recipe]
+    for item in args.override:
+        command += ["--override", item]
+    if args.resume is not None:
+        command += ["--resume", args.resume]
+    return subprocess.call(command)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry for `accelerate launch recipes/train.py` and `python -m vlm.train_cli`."""
+    parser = argparse.ArgumentParser(prog="train", description=SUMMARY)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

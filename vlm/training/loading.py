@@ -1,0 +1,149 @@
+"""Where a stage's model comes from: built anew (stage 1) or loaded from the previous stage.
+
+    >>> model, processor = build_model(recipe.model, seed=0)      # encoder + llm specs
+    >>> model, processor = load_stage("runs/stage1_align")        # a finished stage
+
+A finished stage directory holds either a plain model (``save_pretrained``: config.json +
+weights) or, after a LoRA stage, a PEFT adapter (adapter_config.json) over a base model;
+``load_stage`` loads both kinds (merging the adapter in memory) so stages chain either way.
+The "tiny" specs build the random test parts of ``vlm.testing`` (no files, no network).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import PreTrainedModel
+
+from vlm.build import build_vlm
+from vlm.modeling import VisionLanguageModel
+from vlm.processing import VLMProcessor
+
+from .checkpoints import require_complete_stage
+from .recipe import ModelSpec
+from .schema import RecipeError
+
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+def build_model(
+    spec: ModelSpec, *, seed: int = 0, llm_loader_kwargs: dict[str, Any] | None = None
+) -> tuple[VisionLanguageModel, VLMProcessor]:
+    """The model and processor a recipe's ``model`` section describes.
+
+    llm_loader_kwargs: extra ``from_pretrained`` arguments when loading ``init_from`` (QLoRA's
+        ``quantization_config``).
+    """
+    dtype = _dtype(spec.dtype)
+    if spec.init_from is not None:
+        model, processor = load_stage(spec.init_from, dtype=dtype, **(llm_loader_kwargs or {}))
+    elif llm_loader_kwargs:
+        raise RecipeError("loader options (QLoRA) need model.init_from: a saved stage to load")
+    else:
+        model, processor = _build(spec, seed, dtype)
+    if spec.resolution is not None:
+        processor.image_processor = dataclasses.replace(
+            processor.image_processor, resolution=spec.resolution
+        )
+    return model, processor
+
+
+def load_stage(
+    folder: str | Path, *, dtype: torch.dtype | None = None, **kwargs: Any
+) -> tuple[VisionLanguageModel, VLMProcessor]:
+    """Model + processor of a finished stage (plain, or a LoRA adapter merged in memory).
+
+    kwargs go to ``VisionLanguageModel.from_pretrained`` of the (base) model."""
+    folder = Path(folder)
+    require_complete_stage(folder)
+    processor = VLMProcessor.from_pretrained(folder)
+    if (folder / ADAPTER_CONFIG).is_file():
+        from peft import PeftModel  # only LoRA stages need peft
+
+        if "quantization_config" in kwargs:
+            raise ValueError(
+                f"{folder} is a LoRA adapter; merging it into a quantized base would lose "
+                "precision. Merge it first (radio-vlm merge-lora IN OUT) and use OUT as init_from"
+            )
+        base = lora_base_of(folder)
+        model = VisionLanguageModel.from_pretrained(base, dtype=dtype, **kwargs)
+        model = PeftModel.from_pretrained(model, folder).merge_and_unload()
+    else:
+        model = VisionLanguageModel.from_pretrained(folder, dtype=dtype, **kwargs)
+    return model, processor
+
+
+def lora_base_of(folder: str | Path) -> Path:
+    """The base model a LoRA stage's adapter applies to (written by ``vlm.training.lora``)."""
+    folder = Path(folder)
+    config = json.loads((folder / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+    base = Path(config.get("base_model_name_or_path") or "")
+    if not base.is_absolute():
+        base = folder / base
+    if not (base / "config.json").is_file():
+        raise FileNotFoundError(
+            f"the LoRA adapter in {folder} applies to base model {base}, which is not there "
+            "(moved or deleted?); pass its new place with `radio-vlm merge-lora --base DIR`"
+        )
+    return base
+
+
+def _build(
+    spec: ModelSpec, seed: int, dtype: torch.dtype | None
+) -> tuple[VisionLanguageModel, VLMProcessor]:
+    options: dict[str, Any] = {}
+    if spec.feature_layers is not None:
+        options["feature_layers"] = spec.feature_layers
+    markers = tuple(spec.image_markers) if spec.image_markers else None
+    if markers is not None and len(markers) != 2:
+        raise RecipeError(f"model.image_markers must be [start, end]; got {spec.image_markers}")
+    llm, tokenizer = _llm(spec.llm, dtype)
+    with tempfile.TemporaryDirectory(prefix="radio-vlm-tiny-") as tmp:
+        encoder = spec.encoder
+        if encoder == "tiny":
+            from vlm.testing import write_tiny_radio
+
+            encoder = write_tiny_radio(Path(tmp) / "radio")
+        return build_vlm(
+            encoder,
+            llm,
+            tokenizer=tokenizer,
+            compressor=spec.compressor,
+            num_tokens=spec.num_tokens,
+            compressor_options=spec.compressor_options,
+            projector=spec.projector,
+            image_markers=markers,
+            dtype=dtype,
+            seed=seed,
+            **options,
+        )
+
+
+def _llm(name: str, dtype: torch.dtype | None) -> tuple[PreTrainedModel | str, Any]:
+    """ "tiny" / "tiny:<arch>" -> (model, tokenizer) from vlm.testing; anything else -> (hub
+    id or folder, None) for build_vlm to load with its tokenizer."""
+    if not (name == "tiny" or name.startswith("tiny:")):
+        return name, None
+    from vlm.testing import ARCH_TEMPLATE, tiny_llm, tiny_tokenizer
+
+    arch = name.partition(":")[2] or "qwen2"
+    if arch not in ARCH_TEMPLATE:
+        raise RecipeError(f"model.llm={name!r}: tiny archs are {sorted(ARCH_TEMPLATE)}")
+    tokenizer = tiny_tokenizer(ARCH_TEMPLATE[arch])
+    ids = {k: getattr(tokenizer, k) for k in ("bos_token_id", "eos_token_id", "pad_token_id")}
+    model = tiny_llm(arch, vocab_size=len(tokenizer) + 8, **ids)  # + room for image tokens
+    return (model.to(dtype) if dtype else model), tokenizer
+
+
+def _dtype(name: str | None) -> torch.dtype | None:
+    if name is None:
+        return None
+    value = getattr(torch, name, None)
+    if not isinstance(value, torch.dtype):
+        raise RecipeError(f"model.dtype={name!r} is not a torch dtype; use float32 or bfloat16")
+    return value

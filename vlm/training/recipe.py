@@ -1,0 +1,218 @@
+"""Training recipes: YAML mapped 1:1 onto dataclasses (DESIGN.md sections 6 and 8).
+
+    >>> recipe = load_recipe("recipes/stage1_align.yaml", ["train.max_steps=10"])
+
+A recipe has four sections; every key is a dataclass field below and an unknown key is an
+error naming the key and its section.
+
+    stage: align | pretrain | sft      # the default freeze policy (see vlm.training.modules)
+    model: ModelSpec                   # what to build, or init_from: the previous stage's dir
+    data:  vlm.data.DataConfig         # the data side's own schema
+    train: TrainSpec                   # TrainingArguments subset + modules, LoRA, resume
+
+Overrides (``--override train.learning_rate=2e-5``) are applied to the parsed YAML before the
+dataclasses are built, so they are checked exactly like the file's own keys; values are read
+as YAML (``true``, ``[1, 2]``, ``null``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from vlm.data import DataConfig
+
+from .schema import RecipeError, from_dict, set_dotted, to_dict
+
+STAGES = ("align", "pretrain", "sft")
+MODULES = ("encoder", "projector", "llm")
+MODES = ("full", "frozen", "lora")
+# model keys that only describe a NEW model; with init_from the saved model decides them
+BUILD_ONLY = frozenset(
+    {
+        "encoder",
+        "llm",
+        "compressor",
+        "num_tokens",
+        "compressor_options",
+        "projector",
+        "feature_layers",
+        "image_markers",
+    }
+)
+
+
+@dataclass
+class ModelSpec:
+    """What to train. Either build a new model (``encoder`` + ``llm``) or continue from the
+    previous stage's saved run directory (``init_from``), never both.
+
+    encoder: an ``encoder.build_encoder`` spec ("radio_v2.5-h", hub id, folder) or "tiny"
+             (the random test RADIO of ``vlm.testing``).
+    llm:     a causal-LM hub id or folder, or "tiny" / "tiny:llama" (``vlm.testing``).
+    resolution: longest image side the processor resizes to (None: the encoder's preferred).
+    compressor / num_tokens / compressor_options: the token merger and its budget K.
+    projector: ``VLMConfig.projector`` settings (layer_norm, hidden_size, act).
+    feature_layers: encoder layers whose features are used (None: the last).
+    image_markers: optional [start, end] tokens around each image's placeholders.
+    dtype: dtype the weights are loaded in ("float32", "bfloat16"); None: float32. Mixed
+           precision is ``train.bf16``; keep float32 weights unless memory forces otherwise.
+    init_from: a finished earlier stage's output_dir (plain or LoRA); the model and processor
+           are loaded from it, so only resolution and dtype may be given with it.
+    """
+
+    encoder: str | None = None
+    llm: str | None = None
+    resolution: int | None = None
+    compressor: str = "tome"
+    num_tokens: int | None = 256
+    compressor_options: dict[str, Any] = field(default_factory=dict)
+    projector: dict[str, Any] = field(default_factory=dict)
+    feature_layers: list[int] | None = None
+    image_markers: list[str] | None = None
+    dtype: str | None = None
+    init_from: str | None = None
+
+
+@dataclass
+class ModuleSpec:
+    """One module's policy. mode: "full" (train all weights), "frozen", "lora" (PEFT
+    adapters; LLM and encoder only); None: the stage's default. lr: its learning rate; None:
+    ``train.learning_rate`` (the encoder: a tenth of it)."""
+
+    mode: Literal["full", "frozen", "lora"] | None = None
+    lr: float | None = None
+
+
+@dataclass
+class Modules:
+    encoder: ModuleSpec = field(default_factory=ModuleSpec)
+    projector: ModuleSpec = field(default_factory=ModuleSpec)
+    llm: ModuleSpec = field(default_factory=ModuleSpec)
+
+
+@dataclass
+class LoraSpec:
+    """PEFT LoRA settings for the modules in mode "lora" (LLaVA: r=128, alpha=256).
+
+    target_modules: leaf names of the Linear layers to adapt (None: every Linear inside the
+        module except the LM head). quantize: "4bit" / "8bit" loads the LLM through
+        bitsandbytes (QLoRA; CUDA only).
+    """
+
+    r: int = 64
+    alpha: int = 128
+    dropout: float = 0.05
+    target_modules: list[str] | None = None
+    quantize: Literal["4bit", "8bit"] | None = None
+
+
+@dataclass
+class TrainSpec:
+    """The loop. Fields named like ``transformers.TrainingArguments`` mean the same; the rest:
+
+    global_batch_size: sets gradient_accumulation_steps = global / (per_device x processes)
+        at launch (must divide); None: use gradient_accumulation_steps as given.
+    bf16 / use_cpu: None = automatic (bf16: what ``accelerate launch`` was configured with,
+        else on when the GPU supports it; use_cpu: on when there is no GPU).
+    modules: per-module mode and learning rate over the stage's defaults.
+    resume: false (start fresh; an output_dir holding checkpoints is then an error), "auto"
+        (the latest complete checkpoint if any), true (must find one) or a checkpoint path.
+    stop_at_step: save a checkpoint and stop at this step, the schedule still spanning the
+        whole run (jobs under a time limit; --resume continues); the stage is not finished.
+    training_arguments: any other TrainingArguments fields, passed through as they are.
+    """
+
+    output_dir: str = "runs/train"
+    per_device_train_batch_size: int = 8
+    gradient_accumulation_steps: int = 1
+    global_batch_size: int | None = None
+    num_train_epochs: float = 1.0
+    max_steps: int = -1
+    learning_rate: float = 2e-5
+    lr_scheduler_type: str = "cosine"
+    warmup_steps: float = 0.03
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    bf16: bool | None = None
+    use_cpu: bool | None = None
+    activation_checkpointing: bool = False
+    group_by_length: bool = False
+    packing: bool = False
+    pad_to_multiple_of: int | None = None
+    logging_steps: float = 10
+    save_steps: float = 500
+    save_total_limit: int | None = 2
+    dataloader_num_workers: int = 0
+    seed: int = 0
+    report_to: list[str] = field(default_factory=lambda: ["none"])
+    modules: Modules = field(default_factory=Modules)
+    lora: LoraSpec = field(default_factory=LoraSpec)
+    resume: bool | str = False
+    stop_at_step: int | None = None
+    training_arguments: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Recipe:
+    stage: Literal["align", "pretrain", "sft"]
+    model: ModelSpec
+    data: DataConfig
+    train: TrainSpec = field(default_factory=TrainSpec)
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Read a YAML recipe, apply ``key.sub=value`` overrides, build and check the dataclasses."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"recipe {path} does not exist; pass a YAML file (see recipes/)")
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(data, dict):
+        raise RecipeError(f"recipe {path} must be a mapping (stage, model, data, train)")
+    return recipe_from_dict(data, overrides)
+
+
+def recipe_from_dict(data: dict[str, Any], overrides: list[str] | None = None) -> Recipe:
+    """``load_recipe`` on an already parsed mapping."""
+    data = yaml.safe_load(yaml.safe_dump(data))  # a deep copy the overrides may change
+    for item in overrides or []:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise RecipeError(f"--override {item!r} is not key=value (e.g. train.max_steps=10)")
+        set_dotted(data, key.strip(), yaml.safe_load(text))
+    if "stage" not in data:
+        raise RecipeError(f"the recipe has no 'stage'; set stage: to one of {list(STAGES)}")
+    if "model" not in data or "data" not in data:
+        raise RecipeError("the recipe needs the sections 'model' and 'data' (and usually 'train')")
+    recipe = from_dict(Recipe, data, section="")
+    _check_model(data["model"])
+    return recipe
+
+
+def dump_recipe(recipe: Recipe) -> str:
+    """The resolved recipe as YAML (every field, defaults included; with init_from, the
+    build-only model keys are left out), loadable by ``load_recipe``."""
+    data = to_dict(recipe)
+    if recipe.model.init_from is not None:
+        data["model"] = {k: v for k, v in data["model"].items() if k not in BUILD_ONLY}
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def _check_model(given: dict[str, Any]) -> None:
+    """On the keys the recipe GAVE (defaults cannot tell "left out" from "set to default")."""
+    given = {k: v for k, v in given.items() if v is not None}
+    if "init_from" in given:
+        if ignored := sorted(set(given) & BUILD_ONLY):
+            raise RecipeError(
+                f"model.init_from={given['init_from']!r} loads the previous stage's model and "
+                f"processor, so model keys {ignored} would be ignored; remove them (or drop "
+                "init_from to build a new model)"
+            )
+    elif not {"encoder", "llm"} <= set(given):
+        raise RecipeError(
+            "model needs either init_from (the previous stage's output_dir) or both encoder "
+            f"and llm to build a new model; got keys {sorted(given) or 'none'}"
+        )

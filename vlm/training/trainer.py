@@ -1,0 +1,140 @@
+"""transformers' Trainer with per-module learning rates, plus run bookkeeping callbacks.
+
+Only two methods are overridden, both minimally:
+
+- ``create_optimizer``: one param group per module (projector / LLM / encoder, each split
+  into weight decay or not) with that module's LR. Passing ``optimizers=(opt, None)`` to the
+  Trainer instead would not work under DeepSpeed (transformers then builds DeepSpeed's
+  optimizer through ``create_optimizer`` itself, see ``deepspeed_optim_sched``), and a DeepSpeed
+  JSON "optimizer" section would replace our groups with one LR; so the recipes' DeepSpeed
+  configs have no "optimizer" section and this override serves every backend. Under ZeRO
+  optimizer offload it builds DeepSpeedCPUAdam (DeepSpeed rejects torch's AdamW there).
+- ``_get_train_sampler``: length-grouped sampling reads ``train_dataset.lengths`` instead of
+  processing every sample (images included) to measure it, which Trainer does for datasets
+  that are not ``datasets.Dataset``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import Trainer, TrainerCallback
+from transformers.trainer_pt_utils import LengthGroupedSampler
+
+from .modules import ModulePlan, param_groups
+
+
+class VLMTrainer(Trainer):
+    """``Trainer`` whose optimizer has one LR per module (``plans``)."""
+
+    def __init__(self, *args: Any, plans: dict[str, ModulePlan], **kwargs: Any) -> None:
+        self.plans = plans
+        super().__init__(*args, **kwargs)
+
+    def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
+        if self.optimizer is not None:
+            return self.optimizer
+        opt_model = self.model if model is None else model
+        groups = param_groups(
+            opt_model, self.plans, self.get_decay_parameter_names(opt_model), self.args.weight_decay
+        )
+        optimizer_cls, kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+        if _offloads_optimizer(self):
+            from deepspeed.ops.adam import DeepSpeedCPUAdam
+
+            optimizer_cls = DeepSpeedCPUAdam
+            kwargs = {k: v for k, v in kwargs.items() if k in ("lr", "betas", "eps")}
+        self.optimizer = optimizer_cls(groups, **kwargs)
+        return self.optimizer
+
+    def _get_train_sampler(self, train_dataset: Any = None) -> torch.utils.data.Sampler | None:
+        dataset = self.train_dataset if train_dataset is None else train_dataset
+        if self.args.train_sampling_strategy == "group_by_length" and hasattr(dataset, "lengths"):
+            return LengthGroupedSampler(
+                self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                dataset=dataset,
+                lengths=list(dataset.lengths),  # estimated without decoding images
+            )
+        return super()._get_train_sampler(train_dataset)
+
+
+class StopAtStepCallback(TrainerCallback):
+    """Save a checkpoint and stop once ``global_step`` reaches ``step``; the LR schedule still
+    spans the whole run, so ``--resume`` continues it exactly (jobs under a time limit)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if state.global_step >= self.step:
+            control.should_save = True
+            control.should_training_stop = True
+
+
+def _offloads_optimizer(trainer: Trainer) -> bool:
+    plugin = getattr(trainer.accelerator.state, "deepspeed_plugin", None)
+    if plugin is None:
+        return False
+    zero = plugin.deepspeed_config.get("zero_optimization", {})
+    return zero.get("offload_optimizer", {}).get("device", "none") not in ("none", None)
+
+
+class RunInfoCallback(TrainerCallback):
+    """At train start, records what the launch really produced (``run_info.json``): the
+    distributed type, process count, engine and optimizer classes. Wrong launch setups
+    degrade silently (an env var turns DeepSpeed into DDP, a MULTI_CPU config starts one
+    process), so this is printed and tests assert it. Also refuses the silent fallback of a
+    DeepSpeed launch that did not get DeepSpeed."""
+
+    def __init__(self, trainer: Trainer | None = None) -> None:
+        self.trainer = trainer
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        info = describe_run(self.trainer)
+        if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true" and (
+            info["distributed_type"] != "DEEPSPEED"
+        ):
+            raise RuntimeError(
+                "accelerate was configured for DeepSpeed but the run got "
+                f"{info['distributed_type']} (is ACCELERATE_USE_CPU set? it replaces DeepSpeed "
+                "with DDP). Unset it: CPU training is chosen by the recipe (train.use_cpu)."
+            )
+        if state.is_world_process_zero:
+            path = Path(args.output_dir) / "run_info.json"
+            path.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+            print(
+                f"[radio-vlm] {info['distributed_type']}"
+                + (f" ZeRO-{info['zero_stage']}" if info["zero_stage"] is not None else "")
+                + f", {info['num_processes']} process(es) on {info['device']}, mixed precision "
+                f"{info['mixed_precision']}; engine {info['engine']}; optimizer "
+                f"{' > '.join(info['optimizer'])}",
+                flush=True,
+            )
+
+
+def describe_run(trainer: Trainer) -> dict[str, Any]:
+    """Distributed type, processes, device, precision, engine and optimizer class chain."""
+    accelerator = trainer.accelerator
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    chain, opt = [], trainer.optimizer
+    while opt is not None and len(chain) < 5:  # AcceleratedOptimizer > ZeRO optimizer > Adam
+        chain.append(type(opt).__name__)
+        inner = getattr(opt, "optimizer", None)
+        opt = inner if inner is not opt else None
+    return {
+        "distributed_type": accelerator.distributed_type.value,
+        "num_processes": accelerator.num_processes,
+        "device": str(trainer.args.device),
+        "mixed_precision": accelerator.mixed_precision,
+        "zero_stage": None if plugin is None else plugin.zero_stage,
+        "engine": type(trainer.model_wrapped).__name__,
+        "optimizer": chain,
+        "param_groups": [
+            {"name": g.get("name"), "lr": g.get("initial_lr", g.get("lr"))}
+            for g in (trainer.optimizer.param_groups if trainer.optimizer else [])
+        ],
+    }
