@@ -12,7 +12,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 demo: $(STAMP)
-	$(BIN)/radio-vlm merge-demo --out runs/demo
+	$(BIN)/radio-vlm quickstart --out runs/quickstart
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

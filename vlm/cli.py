@@ -10,11 +10,13 @@ import argparse
 from importlib.metadata import PackageNotFoundError, version
 
 from . import (
+    compare,
     encoder_analysis,
     eval_cli,
     eval_data_cli,
     merge_demo,
     merge_lora,
+    quickstart,
     train_cli,
 )
 
@@ -34,6 +36,8 @@ SUBCOMMANDS = {
     "merge-lora": (merge_lora, merge_lora.SUMMARY),
     "eval": (eval_cli, eval_cli.SUMMARY),
     "export-eval-data": (eval_data_cli, eval_data_cli.SUMMARY),
+    "quickstart": (quickstart, quickstart.SUMMARY),
+    "compare": (compare, compare.SUMMARY),
 }
 
 

@@ -8,7 +8,7 @@ on transformers' RadioModel, behind ``RadioEncoder``:
    ``image_grid_hw`` path) vs padded to the largest height and width and run as one dense batch
    (what a toolkit without packing does) vs one image at a time.
 
-    python benchmarks/encoder.py [--resolutions 512,768,1024] [--repeats 3] [--quick]
+    python benchmarks/encoder_speed.py [--resolutions 512,768,1024] [--repeats 3] [--quick]
 """
 
 from __future__ import annotations

@@ -1,0 +1,141 @@
+"""The compare runner: grid files, cell keys, skipping finished cells, the aggregates."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from PIL import Image
+
+from vlm import compare_cells
+from vlm.compare import Cell, CompareGrid, load_grid, run_compare
+
+
+def _fake_record(cell: Cell) -> dict:
+    metrics = {
+        "textvqa_val_local": {"exact_match": 0.5},
+        "docvqa_val_local": {"anls": 0.25},
+        "ocrbench_local": {"ocrbench_accuracy": 0.01, "ocrbench_item_accuracy": 0.1},
+    }
+    return {
+        "cell": {k: getattr(cell, k) for k in cell.__dataclass_fields__},
+        "key": cell.key,
+        "model_dir": "nowhere",
+        "train_seconds": {},
+        "metrics": metrics,
+        "visual_tokens": cell.num_tokens,
+        "llm_tokens_per_s": 1000.0,
+    }
+
+
+@pytest.fixture
+def fake_cells(monkeypatch):
+    """run_cell replaced by a recorder; no model is trained."""
+    calls: list[str] = []
+
+    def run_cell(context, cell):
+        calls.append(cell.key)
+        return _fake_record(cell)
+
+    monkeypatch.setattr(compare_cells, "run_cell", run_cell)
+    return calls
+
+
+def test_rerun_skips_finished_cells(tmp_path, fake_cells):
+    grid = CompareGrid(
+        name="two",
+        out=str(tmp_path),
+        grid={"compressors": ["tome", "avgpool"], "num_tokens": [16]},
+        reconstruction=False,
+    )
+    first = run_compare(grid, echo=lambda _: None)
+    assert fake_cells == ["tiny-tome-k16", "tiny-avgpool-k16"]
+    second = run_compare(grid, echo=lambda _: None)
+    assert fake_cells == ["tiny-tome-k16", "tiny-avgpool-k16"]  # nothing ran again
+    assert first["cells"] == second["cells"]
+    (tmp_path / "cells" / "tiny-avgpool-k16" / "cell.json").unlink()
+    run_compare(grid, echo=lambda _: None)
+    assert fake_cells[2:] == ["tiny-avgpool-k16"]  # only the unfinished cell
+    table = (tmp_path / "table.md").read_text()
+    assert "| tiny / tome | 16 | 50.0 | 25.0 | 10.0 | 1000 |" in table
+    assert Image.open(tmp_path / "accuracy_vs_tokens.png").format == "PNG"
+    assert len(json.loads((tmp_path / "results.json").read_text())["cells"]) == 2
+
+
+def test_grid_expansion_and_keys():
+    grid = CompareGrid(
+        grid={"compressors": ["tome", "avgpool"], "num_tokens": [4, 16]},
+        cells=[
+            {"compressor": "tome", "num_tokens": 16},
+            {"compressor": "tome", "num_tokens": 16, "blockwise": True},
+        ],
+    )
+    keys = [c.key for c in grid.expand()]
+    assert keys == [
+        "tiny-tome-k4",
+        "tiny-tome-k16",
+        "tiny-avgpool-k4",
+        "tiny-avgpool-k16",
+        "tiny-tome-k16-blockwise",
+    ]
+    assert Cell(resolution=128).key == "tiny-tome-k16-r128"
+
+
+def test_unknown_keys_are_named(tmp_path):
+    path = tmp_path / "g.yaml"
+    path.write_text("name: x\ngrid: {compressor: [tome]}\n")
+    with pytest.raises(ValueError, match="unknown grid axes \\['compressor'\\]"):
+        load_grid(path)
+    path.write_text("name: x\ncells: [{compresor: tome}]\n")
+    with pytest.raises(ValueError, match="compresor"):
+        load_grid(path).expand()
+    path.write_text("name: x\nepochs: 3\n")
+    with pytest.raises(ValueError, match="epochs"):
+        load_grid(path)
+
+
+def test_shipped_grids_load():
+    toy = load_grid("recipes/compare/paper_toy.yaml")
+    keys = [c.key for c in toy.expand()]
+    assert keys == [
+        "tiny-tome-k16",
+        "tiny-unshuffle-k16",
+        "tiny-avgpool-k16",
+        "tiny-tome-k16-blockwise",
+        "tiny-tome-k16-r128",
+    ]
+    assert load_grid("recipes/compare/tiny_budgets.yaml").expand()
+
+
+def test_real_two_cell_grid_then_skip(tmp_path, monkeypatch):
+    """Tiny training + lmms-eval for block-wise ToMe and ToMe at a larger resolution; the
+    re-run trains nothing."""
+    from vlm.quickstart_train import Schedule
+
+    grid = CompareGrid(
+        name="real",
+        out=str(tmp_path),
+        cells=[
+            {"compressor": "tome", "num_tokens": 16, "blockwise": True},
+            {"compressor": "tome", "num_tokens": 16, "resolution": 128},
+        ],
+        data={"num_train": 16, "num_eval": 9},
+    )
+    grid.schedule_obj = Schedule(warmup_steps=2, steps=(1, 1, 1), batch_size=4)
+    results = run_compare(grid, echo=lambda _: None)
+    keys = [r["key"] for r in results["cells"]]
+    assert keys == ["tiny-tome-k16-blockwise", "tiny-tome-k16-r128"]
+    for record in results["cells"]:
+        assert record["visual_tokens"] == 16 and record["llm_tokens_per_s"] > 0
+        assert set(record["metrics"]) == {"textvqa_val_local", "docvqa_val_local", "ocrbench_local"}
+    (row,) = results["reconstruction"]
+    assert row["num_tokens"] == 16 and row["grid"] == [8, 8] and 0 < row["tome"] < row["avgpool"]
+    table = (tmp_path / "table.md").read_text()
+    assert "tiny / tome (block-wise)" in table and "tiny / tome @ 128 px" in table
+
+    def must_not_run(context, cell):
+        raise AssertionError(f"finished cell {cell.key} ran again")
+
+    monkeypatch.setattr(compare_cells, "run_cell", must_not_run)
+    again = run_compare(grid, echo=lambda _: None)
+    assert again["cells"] == results["cells"]

@@ -1,0 +1,196 @@
+"""`radio-vlm compare GRID.yaml`: encoders x compressors x K (x resolutions, x block-wise)
+-> per cell train (tiny recipe) and/or evaluate -> results.json, table.md, PNG plots.
+
+    radio-vlm compare recipes/compare/paper_toy.yaml [--out DIR] [--ci]
+
+A grid file (keys map 1:1 onto ``CompareGrid``; unknown keys are errors):
+
+    name: paper_toy
+    train: tiny                 # tiny: stage 0 + align/pretrain/SFT of the quickstart model
+                                # none: only evaluate cells given with model: DIR
+    grid:                       # the product of these lists ...
+      encoders: [tiny]
+      compressors: [tome, unshuffle, avgpool]
+      num_tokens: [16]
+      resolutions: [64]
+      blockwise: [false]
+    cells:                      # ... plus these explicit cells (any Cell fields)
+      - {compressor: tome, num_tokens: 16, blockwise: true}
+    data: {num_train: 3000, num_eval: 300}
+    schedule: {warmup_steps: 300, steps: [60, 120, 240]}     # quickstart_train.Schedule
+    eval: {tasks: [textvqa, docvqa, ocrbench], limit: null}
+    reconstruction: true        # ToMe vs avg-pool reconstruction error on the same features
+
+Each cell writes ``cells/<key>/cell.json`` when it is finished; a re-run skips those cells
+(delete the file to redo one). Aggregates are rewritten from all finished cells every time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import itertools
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from tqdm.auto import tqdm
+
+from .quickstart_model import TinySettings
+from .quickstart_train import Schedule
+
+SUMMARY = (
+    "run a grid of encoders x compressors x token budgets (x resolutions): train tiny models "
+    "and/or evaluate, then write a results table and plots; finished cells are skipped"
+)
+CELL_FILE = "cell.json"
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One setting. encoder: "tiny" (the quickstart encoder). resolution: the encoder's input
+    side in px (None: the data's size). blockwise: ToMe inside every encoder block
+    (``blockwise_tome=K``) instead of once at the output. model: an already trained model
+    folder to evaluate (train: none)."""
+
+    encoder: str = "tiny"
+    compressor: str = "tome"
+    num_tokens: int = 16
+    resolution: int | None = None
+    blockwise: bool = False
+    model: str | None = None
+
+    @property
+    def key(self) -> str:
+        parts = [self.encoder, self.compressor, f"k{self.num_tokens}"]
+        if self.resolution:
+            parts.append(f"r{self.resolution}")
+        if self.blockwise:
+            parts.append("blockwise")
+        return "-".join(parts).replace("/", "_")
+
+
+@dataclass
+class CompareGrid:
+    name: str = "compare"
+    out: str | None = None
+    seed: int = 0
+    train: str = "tiny"
+    grid: dict[str, list[Any]] = field(default_factory=dict)
+    cells: list[dict[str, Any]] = field(default_factory=list)
+    data: dict[str, int] = field(default_factory=lambda: {"num_train": 3000, "num_eval": 300})
+    schedule: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+    eval: dict[str, Any] = field(default_factory=dict)
+    reconstruction: bool = True
+
+    def __post_init__(self) -> None:
+        if self.train not in ("tiny", "none"):
+            raise ValueError(f"compare: train must be 'tiny' or 'none'; got {self.train!r}")
+        axes = {"encoders", "compressors", "num_tokens", "resolutions", "blockwise"}
+        if unknown := sorted(set(self.grid) - axes):
+            raise ValueError(f"compare: unknown grid axes {unknown}; known: {sorted(axes)}")
+        if unknown := sorted(set(self.data) - {"num_train", "num_eval"}):
+            raise ValueError(f"compare: unknown data keys {unknown}; known: num_train, num_eval")
+        if unknown := sorted(set(self.eval) - {"tasks", "limit", "batch_size"}):
+            raise ValueError(
+                f"compare: unknown eval keys {unknown}; known: tasks, limit, batch_size"
+            )
+        self.schedule_obj = _build(Schedule, self.schedule, "schedule")
+        self.settings_obj = _build(TinySettings, self.settings, "settings")
+
+    def expand(self) -> list[Cell]:
+        """The grid's product, then the explicit cells; duplicates dropped, order kept."""
+        g = self.grid
+        product = itertools.product(
+            g.get("encoders", ["tiny"]),
+            g.get("compressors", ["tome"]),
+            g.get("num_tokens", [self.settings_obj.num_tokens]),
+            g.get("resolutions", [None]),
+            g.get("blockwise", [False]),
+        )
+        cells = [Cell(e, c, k, r, b) for e, c, k, r, b in product] if g else []
+        cells += [_build(Cell, extra, "cells[]") for extra in self.cells]
+        return list(dict.fromkeys(cells))
+
+
+def load_grid(path: str | Path, **overrides: Any) -> CompareGrid:
+    """Read a grid YAML (unknown keys are errors naming them)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"compare grid {path} does not exist; see recipes/compare/")
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    data.setdefault("name", path.stem)
+    return _build(
+        CompareGrid, {**data, **{k: v for k, v in overrides.items() if v is not None}}, str(path)
+    )
+
+
+def run_compare(grid: CompareGrid, echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run every unfinished cell, then write the aggregates; returns results.json's content."""
+    from . import compare_cells as cells_mod
+    from . import compare_report
+
+    out = Path(grid.out or f"runs/compare/{grid.name}")
+    out.mkdir(parents=True, exist_ok=True)
+    cells = grid.expand()
+    todo = [c for c in cells if not (out / "cells" / c.key / CELL_FILE).is_file()]
+    echo(
+        f"[compare] {grid.name}: {len(cells)} cells, {len(cells) - len(todo)} finished, {len(todo)} to run"
+    )
+    context = cells_mod.Context(grid, out, echo) if todo or grid.reconstruction else None
+    for cell in tqdm(todo, desc="compare cells", unit="cell"):
+        start = time.perf_counter()
+        record = cells_mod.run_cell(context, cell)
+        record["seconds"] = time.perf_counter() - start
+        folder = out / "cells" / cell.key
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / CELL_FILE).write_text(json.dumps(record, indent=2, default=str) + "\n")
+        echo(f"[compare] {cell.key}: {compare_report.cell_line(record)} ({record['seconds']:.0f}s)")
+    records = [
+        json.loads((out / "cells" / c.key / CELL_FILE).read_text(encoding="utf-8")) for c in cells
+    ]
+    extra = {}
+    if grid.reconstruction and context is not None:
+        extra["reconstruction"] = context.reconstruction()
+    results = {
+        "name": grid.name,
+        "grid": {k: v for k, v in dataclasses.asdict(grid).items()},
+        "cells": records,
+        **extra,
+    }
+    files = compare_report.write(results, out)
+    echo(f"[compare] wrote {', '.join(str(f) for f in files)}")
+    return results
+
+
+def _build(cls: type, data: Mapping[str, Any] | None, where: str) -> Any:
+    data = dict(data or {})
+    known = [f.name for f in dataclasses.fields(cls)]
+    if unknown := sorted(set(data) - set(known)):
+        raise ValueError(f"unknown key(s) {unknown} in {where}; known keys: {known}")
+    for name in ("steps", "lr", "vocabulary", "font_scale"):
+        if isinstance(data.get(name), list):
+            data[name] = tuple(data[name])
+    return cls(**copy.deepcopy(data))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("grid", help="grid YAML, e.g. recipes/compare/paper_toy.yaml")
+    parser.add_argument("--out", default=None, help="output folder (default runs/compare/<name>)")
+    parser.add_argument("--ci", action="store_true", help="tiny data and step counts")
+    parser.set_defaults(run=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    grid = load_grid(args.grid, out=args.out)
+    if args.ci:
+        grid.data = {"num_train": 32, "num_eval": 12}
+        grid.schedule_obj = Schedule(warmup_steps=4, steps=(2, 2, 2), batch_size=4, seed=grid.seed)
+    run_compare(grid)
+    return 0

@@ -1,0 +1,180 @@
+"""One compare cell: build (tiny) -> train -> evaluate -> speed; and the shared context
+(data, the stage-0 encoder, reconstruction errors) all cells of a grid use."""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .quickstart_model import TinyParts, tiny_parts, to_pixels, warm_up_encoder
+from .quickstart_train import DataSplits, train_cell, write_data
+
+
+class Context:
+    """What the cells of one grid share, made once on first use."""
+
+    def __init__(self, grid: Any, out: Path, echo: Callable[[str], None]) -> None:
+        self.grid, self.out, self.echo = grid, out, echo
+        self.settings, self.schedule = grid.settings_obj, grid.schedule_obj
+        self._data: DataSplits | None = None
+        self._parts: TinyParts | None = None
+
+    @property
+    def data(self) -> DataSplits:
+        if self._data is None:
+            self._data = write_data(
+                self.settings, self.out / "data", seed=self.grid.seed, **self.grid.data
+            )
+        return self._data
+
+    @property
+    def parts(self) -> TinyParts:
+        """The tiny parts with the stage-0 encoder (warmed once; saved for re-runs)."""
+        if self._parts is None:
+            parts = tiny_parts(self.settings, self.out, seed=self.grid.seed)
+            saved = self.out / "stage0_encoder.pt"
+            if saved.is_file():
+                parts.encoder.load_state_dict(torch.load(saved, weights_only=True))
+            else:
+                s = self.schedule
+                warm = warm_up_encoder(
+                    parts.encoder,
+                    self.data.train_records,
+                    self.settings.vocabulary,
+                    steps=s.warmup_steps,
+                    batch_size=s.batch_size,
+                    lr=s.warmup_lr,
+                    seed=self.grid.seed,
+                    image_size=self.settings.image_size,
+                )
+                self.echo(f"[compare] stage 0: loss {warm['loss']:.2f} in {warm['seconds']:.0f}s")
+                torch.save(parts.encoder.state_dict(), saved)
+            self._parts = parts
+        return self._parts
+
+    @torch.no_grad()
+    def reconstruction(self) -> list[dict[str, Any]]:
+        """ToMe vs avg-pool (vs unshuffle) reconstruction error of the stage-0 encoder's
+        features on eval pages, per K of the grid (per-channel normalised MSE)."""
+        from token_merge import compress, reconstruction_error
+
+        records = self.data.eval_records[:64]
+        grids = self.parts.encoder(
+            to_pixels([r.image for r in records], self.settings.image_size)
+        ).grid
+        ks = sorted({c.num_tokens for c in self.grid.expand()})
+        rows = []
+        for k in ks:
+            row: dict[str, Any] = {"num_tokens": k, "grid": list(grids.shape[1:3])}
+            for method in ("tome", "avgpool"):
+                row[method] = float(
+                    reconstruction_error(grids, compress(grids, method, k), normalize=True)
+                )
+            rows.append(row)
+        return rows
+
+
+def run_cell(context: Context, cell: Any) -> dict[str, Any]:
+    """Train (train: tiny) and evaluate one cell; returns its record (cell.json)."""
+    from .evaluation import evaluate
+
+    grid, settings = context.grid, context.settings
+    folder = context.out / "cells" / cell.key
+    if cell.model is not None:
+        model_dir, train_seconds = Path(cell.model), {}
+    elif grid.train == "none":
+        raise ValueError(
+            f"cell {cell.key}: train is 'none', so the cell needs model: <trained folder>"
+        )
+    else:
+        if cell.encoder != "tiny":
+            raise ValueError(
+                f"cell {cell.key}: train 'tiny' builds the quickstart's tiny encoder only; got "
+                f"encoder {cell.encoder!r}. Train real encoders with recipes/ and pass model: DIR"
+            )
+        parts = _cell_parts(context, cell)
+        run = train_cell(
+            parts,
+            settings,
+            cell.compressor,
+            context.data,
+            folder / "train",
+            context.schedule,
+            num_tokens=cell.num_tokens,
+            resolution=cell.resolution,
+            log=context.echo,
+        )
+        model_dir, train_seconds = run.final, run.seconds
+    ev = grid.eval
+    metrics = evaluate(
+        str(model_dir),
+        list(ev.get("tasks", ["textvqa", "docvqa", "ocrbench"])),
+        data_dir=context.data.eval_dir,
+        limit=ev.get("limit"),
+        batch_size=ev.get("batch_size", 16),
+        output_dir=folder / "eval",
+        model_args={"max_new_tokens": 8},
+    )
+    visual, speed = tokens_and_speed(model_dir, context.data.eval_records[:32])
+    return {
+        "cell": {k: getattr(cell, k) for k in cell.__dataclass_fields__},
+        "key": cell.key,
+        "model_dir": str(model_dir),
+        "train_seconds": train_seconds,
+        "metrics": metrics,
+        "visual_tokens": visual,
+        "llm_tokens_per_s": speed,
+    }
+
+
+def _cell_parts(context: Context, cell: Any) -> TinyParts:
+    parts = context.parts
+    if not cell.blockwise:
+        return parts
+    from encoder import build_encoder
+
+    # the same (warmed) weights in a tower that merges inside its blocks to K tokens
+    encoder = build_encoder(context.out / "tiny_radio", blockwise_tome=cell.num_tokens)
+    encoder.load_state_dict(parts.encoder.state_dict())
+    return TinyParts(encoder, parts.llm, copy.deepcopy(parts.tokenizer))
+
+
+@torch.no_grad()
+def tokens_and_speed(model_dir: Path, records: list[Any], repeats: int = 3) -> tuple[int, float]:
+    """(visual tokens per image, LLM prefill tokens/s on a batch of eval prompts; the encoder
+    and compressor are not timed)."""
+    from .data import eval_prompt
+    from .training import load_stage
+
+    model, processor = load_stage(model_dir)
+    convs = [
+        [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image"},
+                    {"type": "text", "text": eval_prompt(r.question, r.style)},
+                ],
+            }
+        ]
+        for r in records
+    ]
+    batch = processor(
+        images=[[r.image] for r in records], conversations=convs, add_generation_prompt=True
+    )
+    visual = int((batch["input_ids"][0] == model.config.image_token_id).sum())
+    # the LLM alone (visual tokens already in place): what the token budget changes
+    embeds = model.get_input_embeddings()(batch["input_ids"])
+    embeds = model._insert_images(batch["input_ids"], embeds, batch["pixel_values"])
+    mask = batch["attention_mask"]
+    model.language_model(inputs_embeds=embeds, attention_mask=mask)  # warm
+    start = time.perf_counter()
+    for _ in range(repeats):
+        model.language_model(inputs_embeds=embeds, attention_mask=mask)
+    seconds = (time.perf_counter() - start) / repeats
+    return visual, float(mask.sum()) / seconds

@@ -1,0 +1,95 @@
+"""Aggregates of a compare run: results.json, table.md and accuracy-vs-tokens plots."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global state
+
+from .quickstart_report import HEADLINE, scores
+
+
+def cell_line(record: Mapping[str, Any]) -> str:
+    """One summary line for a finished cell."""
+    values = ", ".join(f"{k} {_fmt(v)}" for k, v in scores(record["metrics"]).items())
+    return (
+        f"{values}; {record['visual_tokens']} visual tokens, {record['llm_tokens_per_s']:.0f} tok/s"
+    )
+
+
+def _fmt(value: float) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{value:.1f}"
+
+
+def _setting(cell: Mapping[str, Any]) -> str:
+    text = f"{cell['encoder']} / {cell['compressor']}"
+    if cell.get("blockwise"):
+        text += " (block-wise)"
+    if cell.get("resolution"):
+        text += f" @ {cell['resolution']} px"
+    return text
+
+
+def markdown_table(results: Mapping[str, Any]) -> str:
+    titles = [title for _, title, _ in HEADLINE.values()]
+    lines = [
+        "| setting | visual tokens / image | " + " | ".join(titles) + " | LLM tokens/s |",
+        "|---" * (len(titles) + 3) + "|",
+    ]
+    for record in results["cells"]:
+        values = " | ".join(_fmt(scores(record["metrics"])[t]) for t in titles)
+        lines.append(
+            f"| {_setting(record['cell'])} | {record['visual_tokens']} | {values} | "
+            f"{record['llm_tokens_per_s']:.0f} |"
+        )
+    text = "\n".join(lines) + "\n"
+    if results.get("reconstruction"):
+        text += "\nReconstruction error (per-channel normalised MSE of the stage-0 encoder's features):\n\n"
+        text += "| K | grid | ToMe | avg-pool | ToMe / avg-pool |\n|---|---|---|---|---|\n"
+        for row in results["reconstruction"]:
+            ratio = row["tome"] / row["avgpool"] if row["avgpool"] else float("nan")
+            text += (
+                f"| {row['num_tokens']} | {row['grid'][0]}x{row['grid'][1]} | {row['tome']:.4f} | "
+                f"{row['avgpool']:.4f} | {ratio:.2f} |\n"
+            )
+    return text
+
+
+def accuracy_plot(results: Mapping[str, Any], path: Path) -> Path:
+    """One panel per task: headline score vs visual tokens per image, one line per method."""
+    titles = [title for _, title, _ in HEADLINE.values()]
+    fig = Figure(figsize=(4 * len(titles), 3.4), dpi=100)
+    axes = fig.subplots(1, len(titles), squeeze=False)[0]
+    series: dict[str, list[tuple[int, dict[str, float]]]] = {}
+    for record in results["cells"]:
+        cell = record["cell"]
+        name = cell["compressor"] + (" block-wise" if cell.get("blockwise") else "")
+        name += f" @{cell['resolution']}px" if cell.get("resolution") else ""
+        series.setdefault(name, []).append((record["visual_tokens"], scores(record["metrics"])))
+    for ax, title in zip(axes, titles, strict=True):
+        for name, points in series.items():
+            points = sorted(points, key=lambda p: p[0])
+            ax.plot([p[0] for p in points], [p[1][title] for p in points], "o-", label=name)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("visual tokens per image")
+        ax.set_title(title)
+        ax.set_ylim(0, 100)
+    axes[0].set_ylabel("score (0-100)")
+    axes[-1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
+
+
+def write(results: Mapping[str, Any], out: Path) -> list[Path]:
+    """results.json, table.md, accuracy_vs_tokens.png under ``out``."""
+    out = Path(out)
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    table = f"# compare: {results['name']}\n\n" + markdown_table(results)
+    (out / "table.md").write_text(table, encoding="utf-8")
+    plot = accuracy_plot(results, out / "accuracy_vs_tokens.png")
+    return [out / "results.json", out / "table.md", plot]
