@@ -148,22 +148,11 @@ def _cell_parts(context: Context, cell: Any) -> TinyParts:
 def tokens_and_speed(model_dir: Path, records: list[Any], repeats: int = 3) -> tuple[int, float]:
     """(visual tokens per image, LLM prefill tokens/s on a batch of eval prompts; the encoder
     and compressor are not timed)."""
-    from .data import eval_prompt
+    from .data import to_messages
     from .training import load_stage
 
     model, processor = load_stage(model_dir)
-    convs = [
-        [
-            {
-                "role": "user",
-                "content": [
-                    {"type": "image"},
-                    {"type": "text", "text": eval_prompt(r.question, r.style)},
-                ],
-            }
-        ]
-        for r in records
-    ]
+    convs = [to_messages(r)[:1] for r in records]  # the question turn only
     batch = processor(
         images=[[r.image] for r in records], conversations=convs, add_generation_prompt=True
     )

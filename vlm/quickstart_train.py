@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from .data import SynthDocConfig, eval_prompt, generate_records, write_llava, write_lmms_eval
+from .data import SynthDocConfig, generate_records, to_messages, write_llava, write_lmms_eval
 from .quickstart_model import TinyParts, TinySettings, assemble
 
 STAGES = ("align", "pretrain", "sft")
@@ -236,18 +236,7 @@ def quick_accuracy(
     hits: dict[str, list[float]] = {}
     for start in range(0, len(records), batch_size):
         chunk = [blank(r) if blind else r for r in records[start : start + batch_size]]
-        convs = [
-            [
-                {
-                    "role": "user",
-                    "content": [
-                        {"type": "image"},
-                        {"type": "text", "text": eval_prompt(r.question, r.style)},
-                    ],
-                }
-            ]
-            for r in chunk
-        ]
+        convs = [to_messages(r)[:1] for r in chunk]  # the question turn only
         batch = processor(
             images=[[r.image] for r in chunk], conversations=convs, add_generation_prompt=True
         )
