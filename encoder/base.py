@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
+from transformers import PreTrainedModel
 
 from token_merge import Compressed
 
@@ -72,6 +73,18 @@ class VisionEncoder(nn.Module):
             for row, i in enumerate(indices):
                 outputs[i] = _select(batch, row)
         return outputs  # type: ignore[return-value]
+
+    def set_attn_implementation(self, implementation: str) -> None:
+        """Run the tower's attention with ``implementation`` ("sdpa", "eager",
+        "flash_attention_2", ...): towers built on a transformers model (``self.model``) hand it
+        to that model, whose check names what is unsupported."""
+        model = getattr(self, "model", None)
+        if not isinstance(model, PreTrainedModel):
+            raise NotImplementedError(
+                f"{type(self).__name__} has no transformers model to set an attention "
+                "implementation on; override set_attn_implementation"
+            )
+        model.set_attn_implementation(implementation)
 
     def check_pixels(self, pixel_values: Tensor) -> tuple[int, int]:
         """Validate [B, 3, H, W] with H, W multiples of the patch; return the grid (h, w)."""

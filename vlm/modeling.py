@@ -13,6 +13,7 @@ code); this class only builds ``inputs_embeds``. During ``generate`` transformer
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,6 +26,8 @@ from token_merge import TokenCompressor
 
 from .configuration import VLMConfig
 from .projector import Projector
+
+logger = logging.getLogger(__name__)
 
 
 class VisionLanguageModel(PreTrainedModel, GenerationMixin):
@@ -43,10 +46,25 @@ class VisionLanguageModel(PreTrainedModel, GenerationMixin):
         if config.vision_config is None:
             raise ValueError("VLMConfig.vision_config is empty; build a model with vlm.build_vlm")
         self.vision_tower = encoder_from_config(config.vision_config)
+        # The tower's own transformers config comes from a plain dict, so the implementation
+        # resolved for this model (from_pretrained(attn_implementation=...)) is handed down.
+        self._hand_attention_to_tower(self.config._attn_implementation)
         self.compressor = compressor_from_config(config.compressor)
         self.projector = build_projector(config, self.vision_tower.hidden_size, self.compressor)
         self.language_model = AutoModelForCausalLM.from_config(config.get_text_config())
         self.post_init()
+
+    def _hand_attention_to_tower(self, implementation: str | None) -> None:
+        if implementation is None:
+            return
+        try:
+            self.vision_tower.set_attn_implementation(implementation)
+        except (ValueError, ImportError, NotImplementedError) as err:
+            logger.warning(
+                "vision tower keeps its attention implementation; %r is not available for it: %s",
+                implementation,
+                err,
+            )
 
     # ------------------------------------------------------------- LLM plumbing
 

@@ -198,3 +198,19 @@ def test_build_keeps_the_llms_attention_and_dtype(radio_dir):
     batch = processor(conversations=chat("Read it.", "Hi."), images=[image(64, 64)])
     with torch.no_grad():
         assert model(**batch).logits.dtype == torch.bfloat16
+
+
+def test_from_pretrained_attention_reaches_the_vision_tower(tmp_path, radio_dir):
+    model, processor = build(radio_dir)
+    model.save_pretrained(tmp_path)
+    batch = processor(conversations=chat("Read it.", "Hi."), images=[image(64, 48)])
+    logits = {}
+    for implementation in ("eager", "sdpa"):
+        loaded = AutoModelForImageTextToText.from_pretrained(
+            tmp_path, attn_implementation=implementation
+        ).eval()
+        tower = loaded.vision_tower.model.config._attn_implementation
+        assert (tower, loaded.language_model.config._attn_implementation) == (implementation,) * 2
+        with torch.no_grad():
+            logits[implementation] = loaded(**batch).logits
+    torch.testing.assert_close(logits["eager"], logits["sdpa"], rtol=0, atol=1e-5)
