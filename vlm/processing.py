@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
 from transformers import AutoTokenizer, BatchFeature, PreTrainedTokenizerBase
 from transformers.utils import cached_file
 
@@ -48,6 +47,16 @@ from .chat import (
     flatten_conversation,
     render_chat,
 )
+from .processing_batch import (
+    Row,
+    SampleTooLongError,
+    as_batch,
+    fit_max_length,
+    images_per_sample,
+    is_conversation,
+    load_image,
+    pad_rows,
+)
 
 __all__ = ["IGNORE_INDEX", "ChatTemplateError", "SampleTooLongError", "VLMProcessor"]
 
@@ -55,12 +64,6 @@ PROCESSOR_CONFIG = "processor_config.json"
 PADDING = (True, False, "longest", "max_length")
 _TOKEN_FIELDS = ("image_token", "image_start_token", "image_end_token", "part_separator")
 _HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "revision", "subfolder", "token")
-
-Row = tuple[list[int], "list[int] | None"]
-
-
-class SampleTooLongError(ValueError):
-    """A sample does not fit ``max_length`` without cutting an image span or the prompt."""
 
 
 class VLMProcessor:
@@ -189,8 +192,8 @@ class VLMProcessor:
         if return_labels and not trainable:
             raise ValueError("labels need conversations= without add_generation_prompt")
         return_labels = trainable if return_labels is None else return_labels
-        samples = _as_batch(conversations if chat else text, chat)
-        per_sample = _images_per_sample(images, len(samples))
+        samples = as_batch(conversations if chat else text, chat)
+        per_sample = images_per_sample(images, len(samples))
         for b, sample in enumerate(samples):
             if chat:
                 samples[b], inline, markers = flatten_conversation(
@@ -215,7 +218,7 @@ class VLMProcessor:
                     f"{{'type': 'image'}} items) but {len(per_sample[b])} images were given; "
                     "pass one image per marker, in order of appearance"
                 )
-        flat_images = [_load(image) for images_b in per_sample for image in images_b]
+        flat_images = [load_image(image) for images_b in per_sample for image in images_b]
         pixels = self.image_processor(flat_images) if flat_images else []
         counts = iter([self.num_image_tokens(*p.shape[-2:]) for p in pixels])
         rows: list[Row] = []
@@ -238,12 +241,21 @@ class VLMProcessor:
                 ids = self.tokenizer.encode(sample, add_special_tokens=not rendered)
                 labels = None
             ids, labels, spans = self._expand(ids, labels, [next(counts) for _ in per_sample[b]], b)
-            rows.append(_fit(ids, labels, spans, b, max_length, truncation, add_generation_prompt))
+            rows.append(
+                fit_max_length(ids, labels, spans, b, max_length, truncation, add_generation_prompt)
+            )
         if padding_side is None:
             padding_side = "left" if add_generation_prompt else self.tokenizer.padding_side
         if padding_side not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right'; got {padding_side!r}")
-        data = self._pad(rows, padding, max_length, return_tensors, padding_side == "left")
+        data = pad_rows(
+            rows,
+            self.tokenizer.pad_token_id,
+            padding,
+            max_length,
+            return_tensors,
+            left=padding_side == "left",
+        )
         if pixels:
             sizes = [tuple(p.shape[-2:]) for p in pixels]
             data["pixel_values"] = batch_pixels(pixels) if return_tensors else pixels
@@ -275,39 +287,6 @@ class VLMProcessor:
                 out_labels += [IGNORE_INDEX] * len(block)
         return out_ids, out_labels, spans
 
-    def _pad(
-        self,
-        rows: list[Row],
-        padding: bool | str,
-        max_length: int | None,
-        return_tensors: str | None,
-        left: bool,
-    ) -> dict[str, Any]:
-        lengths = [len(ids) for ids, _ in rows]
-        target = max_length if padding == "max_length" else max(lengths) if padding else None
-        if target is None and return_tensors and len(set(lengths)) > 1:
-            raise ValueError(
-                f"samples have different lengths {lengths} and padding=False; pad them or pass "
-                "return_tensors=None for lists"
-            )
-        pad_id = self.tokenizer.pad_token_id
-        if target is not None and min(lengths) < target and pad_id is None:
-            raise ValueError(
-                "the tokenizer has no pad token; set tokenizer.pad_token (e.g. to a reserved "
-                "special token) before batching samples of different lengths"
-            )
-        keys = ["input_ids", "attention_mask"] + (["labels"] if rows[0][1] is not None else [])
-        data: dict[str, list] = {key: [] for key in keys}
-        for ids, labels in rows:
-            n = 0 if target is None else target - len(ids)
-            for key, values, fill in zip(
-                keys, (ids, [1] * len(ids), labels), (pad_id, 0, IGNORE_INDEX), strict=False
-            ):
-                data[key].append([fill] * n + values if left else values + [fill] * n)
-        if return_tensors:
-            return {k: torch.tensor(v, dtype=torch.long) for k, v in data.items()}
-        return data
-
     # ------------------------------------------------------------------ transformers surface
 
     def apply_chat_template(
@@ -329,7 +308,7 @@ class VLMProcessor:
                 add_generation_prompt=add_generation_prompt,
                 **kwargs,
             )
-        single = _is_conversation(conversation)
+        single = is_conversation(conversation)
         batch = [conversation] if single else conversation
         texts = []
         for b, c in enumerate(batch):
@@ -395,82 +374,3 @@ class VLMProcessor:
     def __repr__(self) -> str:
         settings = {k: v for k, v in self.to_dict().items() if k != "processor_class"}
         return f"{type(self).__name__}(tokenizer={type(self.tokenizer).__name__}, {settings})"
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def _is_conversation(value: Any) -> bool:
-    return isinstance(value, list) and (not value or isinstance(value[0], dict))
-
-
-def _as_batch(samples: Any, chat: bool) -> list:
-    """One sample or a list of them -> a new non-empty list of samples."""
-    if chat:
-        batch = [samples] if _is_conversation(samples) else samples
-    else:
-        batch = [samples] if isinstance(samples, str) else samples
-        if not isinstance(batch, list) or not all(isinstance(t, str) for t in batch):
-            raise ValueError(f"text must be a string or a list of strings; got {samples!r:.80}")
-    if not isinstance(batch, list) or not batch:
-        raise ValueError(
-            f"{'conversations' if chat else 'text'} is empty; pass at least one sample"
-        )
-    return list(batch)
-
-
-def _images_per_sample(images: Any, batch_size: int) -> list[list[Any]]:
-    """None / an image / a list of images (one sample) / a list of those (a batch) -> lists."""
-    if images is None:
-        return [[] for _ in range(batch_size)]
-    if not isinstance(images, (list, tuple)):
-        images = [images]
-    if batch_size == 1 and not any(x is None or isinstance(x, (list, tuple)) for x in images):
-        return [list(images)]
-    if len(images) != batch_size:
-        raise ValueError(
-            f"images has {len(images)} entries for {batch_size} samples; pass one entry (an "
-            "image, a list of images or None) per sample"
-        )
-    return [[] if x is None else list(x) if isinstance(x, (list, tuple)) else [x] for x in images]
-
-
-def _load(image: Any) -> Any:
-    """A file path -> a PIL image; anything else as is (the image processor checks it)."""
-    if isinstance(image, (str, Path)):
-        with Image.open(image) as f:
-            f.load()
-            return f
-    return image
-
-
-def _fit(
-    ids: list[int],
-    labels: list[int] | None,
-    spans: list[tuple[int, int]],
-    b: int,
-    max_length: int | None,
-    truncation: bool,
-    generation: bool,
-) -> Row:
-    """Enforce max_length: cut the text after the last image (truncation=True) or raise."""
-    if max_length is None or len(ids) <= max_length:
-        return ids, labels
-    last = max((end for _, end in spans), default=0)
-    head = f"sample {b} has {len(ids)} tokens, more than max_length={max_length}"
-    if last > max_length:
-        raise SampleTooLongError(
-            f"{head}, and its images end at token {last}: truncation would cut through an "
-            f"image. Raise max_length to >= {last}, use fewer or smaller images or a smaller "
-            "token budget, or drop the sample."
-        )
-    if generation:
-        raise SampleTooLongError(
-            f"{head}; truncating would cut the generation prompt. Shorten it or raise max_length."
-        )
-    if not truncation:
-        raise SampleTooLongError(
-            f"{head}; pass truncation=True to cut the text after the last image (which ends at "
-            f"token {last}), or raise max_length."
-        )
-    return ids[:max_length], None if labels is None else labels[:max_length]
