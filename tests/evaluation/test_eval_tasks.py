@@ -10,7 +10,12 @@ from lmms_eval.tasks import TaskManager
 from vlm.evaluation.generation import cut_at_stop, decoding_settings, stop_strings, user_turn
 from vlm.evaluation.local_tasks import resolve_tasks, write_task_dir
 from vlm.evaluation.runner import _gen_kwargs_string, metrics_from_results
-from vlm.evaluation.schemas import FEATURES, build_local_dataset, check_data_dir
+from vlm.evaluation.schemas import (
+    FEATURES,
+    OCRBENCH_QUESTION_TYPES,
+    build_local_dataset,
+    check_data_dir,
+)
 
 
 def test_check_data_dir_names_what_is_wrong(eval_data, tmp_path):
@@ -47,6 +52,12 @@ def test_build_local_dataset_has_the_official_schema():
             "docvqa",
             [{"image": image(0), "question": "q", "answers": [], "questionId": "1", "answer": 1}],
         )
+
+
+def test_ocrbench_question_types_are_lmms_evals_score_table():
+    from lmms_eval.tasks.ocrbench import utils
+
+    assert tuple(utils.OCRBench_score) == OCRBENCH_QUESTION_TYPES
 
 
 def test_written_task_folder_is_an_lmms_eval_include_path(eval_data, tmp_path):

@@ -37,6 +37,7 @@ from pathlib import Path
 import datasets
 from tqdm.auto import tqdm
 
+from ..evaluation.schemas import FEATURES, OCRBENCH_QUESTION_TYPES, SPLITS
 from .synthdoc import REGULAR, SynthDocRecord, to_messages
 
 __all__ = [
@@ -49,62 +50,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_str, _strings = datasets.Value("string"), datasets.Sequence(datasets.Value("string"))
-LMMS_EVAL_FEATURES: dict[str, datasets.Features] = {
-    "textvqa": datasets.Features(
-        {
-            "image_id": _str,
-            "question_id": datasets.Value("int32"),
-            "question": _str,
-            "question_tokens": _strings,
-            "image": datasets.Image(),
-            "image_width": datasets.Value("int32"),
-            "image_height": datasets.Value("int32"),
-            "flickr_original_url": _str,
-            "flickr_300k_url": _str,
-            "answers": _strings,
-            "image_classes": _strings,
-            "set_name": _str,
-            "ocr_tokens": _strings,
-        }
-    ),
-    "docvqa": datasets.Features(
-        {
-            "questionId": _str,
-            "question": _str,
-            "question_types": _strings,
-            "image": datasets.Image(),
-            "docId": datasets.Value("int64"),
-            "ucsf_document_id": _str,
-            "ucsf_document_page_no": _str,
-            "answers": _strings,
-            "data_split": _str,
-        }
-    ),
-    "ocrbench": datasets.Features(
-        {
-            "dataset": _str,
-            "question": _str,
-            "question_type": _str,
-            "answer": _strings,
-            "image": datasets.Image(),
-        }
-    ),
-}
-LMMS_EVAL_SPLITS = {"textvqa": "validation", "docvqa": "validation", "ocrbench": "test"}
-# the keys of lmms-eval's OCRBench score table (tasks/ocrbench/utils.py)
-OCRBENCH_QUESTION_TYPES = (
-    "Regular Text Recognition",
-    "Irregular Text Recognition",
-    "Artistic Text Recognition",
-    "Handwriting Recognition",
-    "Digit String Recognition",
-    "Non-Semantic Text Recognition",
-    "Scene Text-centric VQA",
-    "Doc-oriented VQA",
-    "Key Information Extraction",
-    "Handwritten Mathematical Expression Recognition",
-)
+# One definition of the official columns and splits: the evaluation side owns it.
+LMMS_EVAL_FEATURES, LMMS_EVAL_SPLITS = FEATURES, SPLITS
 
 
 def write_llava(
