@@ -26,7 +26,7 @@ from transformers import (
 )
 
 from .hf_towers import ClipTower, Dinov2Tower, HFVisionTower, Siglip2NaflexTower, SiglipTower
-from .radio_checkpoint import _quiet_transformers
+from .radio_checkpoint import quiet_transformers
 
 # Registry names -> published checkpoints on the hub. SigLIP2 "-<res>" checkpoints are
 # fixed-resolution (model_type "siglip"); "-naflex" ones take the variable-resolution path.
@@ -171,7 +171,7 @@ def _from_pretrained(
         kwargs["attn_implementation"] = attn_implementation
     # Text towers / projections of full checkpoints are expected leftovers: silence the
     # report and check what matters (missing and mismatched vision weights) here.
-    with _quiet_transformers():
+    with quiet_transformers():
         model, info = model_cls.from_pretrained(
             source, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs
         )

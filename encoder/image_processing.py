@@ -68,9 +68,9 @@ class ImageProcessor:
     min_patches: int | None = None
 
     def __post_init__(self) -> None:
-        p = _positive_int("patch_size", self.patch_size)
-        _positive_int("resolution", self.resolution)
-        _positive_int("max_resolution", self.max_resolution)
+        p = positive_int("patch_size", self.patch_size)
+        positive_int("resolution", self.resolution)
+        positive_int("max_resolution", self.max_resolution)
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}; got {self.mode!r}")
         if self.resolution % p:
@@ -95,7 +95,7 @@ class ImageProcessor:
                     f"min_resolution={self.min_resolution} only applies to mode='native' "
                     f"(mode is {self.mode!r}); drop it or use mode='native'"
                 )
-            _positive_int("min_resolution", self.min_resolution)
+            positive_int("min_resolution", self.min_resolution)
             if self.min_resolution > self._cap:
                 raise ValueError(
                     f"min_resolution {self.min_resolution} is above max_resolution "
@@ -111,13 +111,13 @@ class ImageProcessor:
             )
         if self.min_patches is not None:
             side = self._cap // p
-            if _positive_int("min_patches", self.min_patches) > side * side:
+            if positive_int("min_patches", self.min_patches) > side * side:
                 raise ValueError(
                     f"min_patches {self.min_patches} is more than the largest grid the encoder "
                     f"takes ({side}x{side} at max_resolution {self.max_resolution}); lower it"
                 )
         # frozen dataclass: normalise the filter once so equality and to_dict are canonical
-        object.__setattr__(self, "resample", _resampling(self.resample))
+        object.__setattr__(self, "resample", resampling(self.resample))
 
     @property
     def _cap(self) -> int:
@@ -143,7 +143,7 @@ class ImageProcessor:
         return h * p, w * p
 
     def _scaled_size(self, height: int, width: int) -> tuple[int, int]:
-        h, w = _positive_int("height", height), _positive_int("width", width)
+        h, w = positive_int("height", height), positive_int("width", width)
         p, long = self.patch_size, max(h, w)
         if self.mode == "fixed":
             return self.resolution, self.resolution
@@ -378,13 +378,15 @@ def _round_scaled(side: int, num: int, den: int, patch: int) -> int:
     return max(patch, (2 * side * num + den * patch) // (2 * den * patch) * patch)
 
 
-def _positive_int(name: str, value: Any) -> int:
+def positive_int(name: str, value: Any) -> int:
+    """``value`` if it is an int >= 1 (bools refused), else a ValueError naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive integer; got {value!r}")
     return value
 
 
-def _resampling(value: Any) -> Resampling:
+def resampling(value: Any) -> Resampling:
+    """A PIL filter from its name ("bicubic") or value, else a ValueError listing them."""
     if isinstance(value, bool):
         raise ValueError(f"resample must be a PIL filter or its name; got {value!r}")
     if isinstance(value, str):

@@ -209,7 +209,7 @@ def _load_vit(
         if from_folder:
             weights = ckpt.tensors | _read_tensors(weights, lambda k: k.startswith(INNER))
         return config, load_dinov2_student(weights, config, dtype)
-    with _quiet_transformers():
+    with quiet_transformers():
         model, info = RadioModel.from_pretrained(
             ckpt.weights if from_folder else None,
             config=config,
@@ -332,7 +332,7 @@ def _download(repo_id: str) -> Path:
 
 
 @contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
+def quiet_transformers() -> Iterator[None]:
     """Extras (adaptors, normalisers) are loaded here, so transformers' report of them as
     unexpected keys is noise, and so is a progress bar for a few hundred tensors; real
     mismatches are checked from the loading info."""

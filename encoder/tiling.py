@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from .image_processing import Resampling, _positive_int, _resampling, pil_to_tensor, to_rgb
+from .image_processing import Resampling, pil_to_tensor, positive_int, resampling, to_rgb
 
 
 class TileLayout(NamedTuple):
@@ -59,8 +59,8 @@ def choose_grid(
     height: int, width: int, *, tile_size: int = 448, min_tiles: int = 1, max_tiles: int = 12
 ) -> tuple[int, int]:
     """(rows, cols) of the tile grid for an image of height x width (rule in the module doc)."""
-    h, w = _positive_int("height", height), _positive_int("width", width)
-    _positive_int("tile_size", tile_size)
+    h, w = positive_int("height", height), positive_int("width", width)
+    positive_int("tile_size", tile_size)
     aspect, area = w / h, w * h  # floats exactly as InternVL, so its ties are ours
     best, best_diff = (1, 1), float("inf")
     for cols, rows in candidate_grids(min_tiles, max_tiles):
@@ -90,7 +90,7 @@ def tile_image(
     rows, cols = choose_grid(
         height, width, tile_size=tile_size, min_tiles=min_tiles, max_tiles=max_tiles
     )
-    filt = _resampling(resample)
+    filt = resampling(resample)
     resized = rgb.resize((cols * tile_size, rows * tile_size), resample=filt)
     full = pil_to_tensor(resized)  # [3, rows*tile, cols*tile]
     # raster order: [3, rows, t, cols, t] -> [rows, cols, 3, t, t] -> [rows*cols, 3, t, t]
@@ -118,8 +118,8 @@ def untile(tiles: Tensor, layout: TileLayout) -> Tensor:
 
 
 def _check_counts(min_tiles: int, max_tiles: int) -> None:
-    _positive_int("min_tiles", min_tiles)
-    _positive_int("max_tiles", max_tiles)
+    positive_int("min_tiles", min_tiles)
+    positive_int("max_tiles", max_tiles)
     if min_tiles > max_tiles:
         raise ValueError(
             f"min_tiles {min_tiles} is above max_tiles {max_tiles}; use min_tiles <= max_tiles"
