@@ -19,6 +19,7 @@ from .analysis import (
     scale_equivariance,
     scale_equivariance_details,
 )
+from .attention_keys import attention_keys
 from .base import EncoderOutput, VisionEncoder
 from .blockwise_tome import BlockwiseToMeOutput, blockwise_tome_forward, merge_schedule
 from .blockwise_towers import blockwise_tower_forward
@@ -52,6 +53,7 @@ __all__ = [
     "SiglipTower",
     "TileLayout",
     "VisionEncoder",
+    "attention_keys",
     "batch_pixels",
     "blockwise_tome_forward",
     "blockwise_tower_forward",
