@@ -1,7 +1,7 @@
 """`radio-vlm compare GRID.yaml`: encoders x compressors x K (x resolutions, x block-wise)
 -> per cell train (tiny recipe) and/or evaluate -> results.json, table.md, PNG plots.
 
-    radio-vlm compare recipes/compare/paper_toy.yaml [--out DIR] [--ci]
+    radio-vlm compare recipes/compare/paper_toy.yaml [--out DIR] [--seed N] [--ci]
 
 A grid file (keys map 1:1 onto ``CompareGrid``; unknown keys are errors):
 
@@ -23,6 +23,10 @@ A grid file (keys map 1:1 onto ``CompareGrid``; unknown keys are errors):
 
 Each cell writes ``cells/<key>/cell.json`` when it is finished; a re-run skips those cells
 (delete the file to redo one). Aggregates are rewritten from all finished cells every time.
+``setup.json`` records what every cell shares (seed, data, schedule, settings, eval); a re-run
+into a folder made with a different setup is refused rather than mixing two runs' cells.
+``--seed N`` repeats a grid with another seed (data, stage 0, training), by default into
+``runs/compare/<name>-seed<N>``.
 """
 
 from __future__ import annotations
@@ -49,6 +53,8 @@ SUMMARY = (
     "and/or evaluate, then write a results table and plots; finished cells are skipped"
 )
 CELL_FILE = "cell.json"
+SETUP_FILE = "setup.json"
+SHARED = ("seed", "train", "data", "schedule", "settings", "eval")  # what all cells share
 
 
 @dataclass(frozen=True)
@@ -101,7 +107,8 @@ class CompareGrid:
             raise ValueError(
                 f"compare: unknown eval keys {unknown}; known: tasks, limit, batch_size"
             )
-        self.schedule_obj = _build(Schedule, self.schedule, "schedule")
+        # the training seed follows the grid's unless the schedule names its own
+        self.schedule_obj = _build(Schedule, {"seed": self.seed, **self.schedule}, "schedule")
         self.settings_obj = _build(TinySettings, self.settings, "settings")
 
     def expand(self) -> list[Cell]:
@@ -138,6 +145,7 @@ def run_compare(grid: CompareGrid, echo: Callable[[str], None] = print) -> dict[
 
     out = Path(grid.out or f"runs/compare/{grid.name}")
     out.mkdir(parents=True, exist_ok=True)
+    _check_setup(grid, out)
     cells = grid.expand()
     todo = [c for c in cells if not (out / "cells" / c.key / CELL_FILE).is_file()]
     echo(
@@ -169,6 +177,22 @@ def run_compare(grid: CompareGrid, echo: Callable[[str], None] = print) -> dict[
     return results
 
 
+def _check_setup(grid: CompareGrid, out: Path) -> None:
+    """Write ``setup.json``, or refuse a folder whose finished cells used another setup."""
+    setup = json.loads(json.dumps({key: getattr(grid, key) for key in SHARED}))
+    path = out / SETUP_FILE
+    if path.is_file():
+        before = json.loads(path.read_text(encoding="utf-8"))
+        if differ := [key for key in SHARED if before.get(key) != setup[key]]:
+            changes = "; ".join(f"{k}: {before.get(k)!r} -> {setup[k]!r}" for k in differ)
+            raise ValueError(
+                f"{out} holds a compare run with another setup ({changes}); its finished cells "
+                "would be mixed with new ones. Use another --out, or delete the folder."
+            )
+    else:
+        path.write_text(json.dumps(setup, indent=2) + "\n", encoding="utf-8")
+
+
 def _build(cls: type, data: Mapping[str, Any] | None, where: str) -> Any:
     data = dict(data or {})
     known = [f.name for f in dataclasses.fields(cls)]
@@ -183,14 +207,20 @@ def _build(cls: type, data: Mapping[str, Any] | None, where: str) -> Any:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("grid", help="grid YAML, e.g. recipes/compare/paper_toy.yaml")
     parser.add_argument("--out", default=None, help="output folder (default runs/compare/<name>)")
+    parser.add_argument(
+        "--seed", type=int, default=None, help="another seed (default out: <name>-seed<N>)"
+    )
     parser.add_argument("--ci", action="store_true", help="tiny data and step counts")
     parser.set_defaults(run=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    grid = load_grid(args.grid, out=args.out)
+    grid = load_grid(args.grid, out=args.out, seed=args.seed)
+    if args.seed is not None:
+        grid.name = f"{grid.name}-seed{args.seed}"
     if args.ci:
         grid.data = {"num_train": 32, "num_eval": 12}
+        grid.schedule = {"warmup_steps": 4, "steps": [2, 2, 2], "batch_size": 4}
         grid.schedule_obj = Schedule(warmup_steps=4, steps=(2, 2, 2), batch_size=4, seed=grid.seed)
     run_compare(grid)
     return 0

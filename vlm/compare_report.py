@@ -48,13 +48,20 @@ def markdown_table(results: Mapping[str, Any]) -> str:
         )
     text = "\n".join(lines) + "\n"
     if results.get("reconstruction"):
-        text += "\nReconstruction error (per-channel normalised MSE of the stage-0 encoder's features):\n\n"
-        text += "| K | grid | ToMe | avg-pool | ToMe / avg-pool |\n|---|---|---|---|---|\n"
+        text += (
+            "\nReconstruction error of the stage-0 encoder's features (per-channel normalised "
+            "MSE of the unmerged tokens; ToMe matching on the features, as the paper, or on the "
+            "last block's attention keys, as ToMe):\n\n"
+            "| K | input | grid | ToMe (features) | ToMe (keys) | avg-pool | ToMe / avg-pool |\n"
+            "|---|---|---|---|---|---|---|\n"
+        )
         for row in results["reconstruction"]:
             ratio = row["tome"] / row["avgpool"] if row["avgpool"] else float("nan")
+            keys = row.get("tome_keys", float("nan"))
+            size = f"{row['resolution']} px" if row.get("resolution") else "n/a"
             text += (
-                f"| {row['num_tokens']} | {row['grid'][0]}x{row['grid'][1]} | {row['tome']:.4f} | "
-                f"{row['avgpool']:.4f} | {ratio:.2f} |\n"
+                f"| {row['num_tokens']} | {size} | {row['grid'][0]}x{row['grid'][1]} | "
+                f"{row['tome']:.4f} | {keys:.4f} | {row['avgpool']:.4f} | {ratio:.2f} |\n"
             )
     return text
 

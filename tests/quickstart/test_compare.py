@@ -62,6 +62,27 @@ def test_rerun_skips_finished_cells(tmp_path, fake_cells):
     assert len(json.loads((tmp_path / "results.json").read_text())["cells"]) == 2
 
 
+def test_a_folder_of_another_setup_is_refused_not_mixed(tmp_path, fake_cells):
+    grid = CompareGrid(name="s", out=str(tmp_path), grid={"num_tokens": [16]}, reconstruction=False)
+    run_compare(grid, echo=lambda _: None)
+    more = CompareGrid(
+        name="s", out=str(tmp_path), grid={"num_tokens": [16, 4]}, reconstruction=False
+    )
+    run_compare(more, echo=lambda _: None)  # more cells, same setup: fine
+    assert fake_cells == ["tiny-tome-k16", "tiny-tome-k4"]
+    other = CompareGrid(
+        name="s", out=str(tmp_path), seed=1, grid={"num_tokens": [16]}, reconstruction=False
+    )
+    with pytest.raises(ValueError, match=r"another setup \(seed: 0 -> 1\).*another --out"):
+        run_compare(other, echo=lambda _: None)
+    assert fake_cells == ["tiny-tome-k16", "tiny-tome-k4"]
+
+
+def test_the_training_seed_follows_the_grid_unless_the_schedule_names_one():
+    assert CompareGrid(seed=3).schedule_obj.seed == 3
+    assert CompareGrid(seed=3, schedule={"seed": 5}).schedule_obj.seed == 5
+
+
 def test_grid_expansion_and_keys():
     grid = CompareGrid(
         grid={"compressors": ["tome", "avgpool"], "num_tokens": [4, 16]},
@@ -128,9 +149,15 @@ def test_real_two_cell_grid_then_skip(tmp_path, monkeypatch):
     for record in results["cells"]:
         assert record["visual_tokens"] == 16 and record["llm_tokens_per_s"] > 0
         assert set(record["metrics"]) == {"textvqa_val_local", "docvqa_val_local", "ocrbench_local"}
-    (row,) = results["reconstruction"]
-    assert row["num_tokens"] == 16 and row["grid"] == [8, 8] and 0 < row["tome"] < row["avgpool"]
+    rows = results["reconstruction"]  # one per input size the grid uses, at its K
+    assert [(r["num_tokens"], r["resolution"], r["grid"]) for r in rows] == [
+        (16, 64, [8, 8]),
+        (16, 128, [16, 16]),
+    ]
+    for row in rows:
+        assert 0 < row["tome"] < row["avgpool"] and 0 < row["tome_keys"] < 10
     table = (tmp_path / "table.md").read_text()
+    assert "| 16 | 128 px | 16x16 |" in table
     assert "tiny / tome (block-wise)" in table and "tiny / tome @ 128 px" in table
 
     def must_not_run(context, cell):
