@@ -67,15 +67,34 @@ def markdown_table(results: Mapping[str, Any]) -> str:
 
 
 def accuracy_plot(results: Mapping[str, Any], path: Path) -> Path:
-    """One panel per task: headline score vs visual tokens per image, one line per method."""
+    """One panel per task. Cells at several budgets: headline score vs visual tokens per
+    image, one line per method; all at one budget: one bar per setting."""
     titles = [title for _, title, _ in HEADLINE.values()]
-    fig = Figure(figsize=(4 * len(titles), 3.4), dpi=100)
+    records = results["cells"]
+    budgets = {record["visual_tokens"] for record in records}
+    fig = Figure(figsize=(4 * len(titles), 3.4 if len(budgets) > 1 else 4.2), dpi=100)
     axes = fig.subplots(1, len(titles), squeeze=False)[0]
+    if len(budgets) > 1:
+        _lines(axes, titles, records)
+    else:
+        _bars(axes, titles, records, budgets.pop() if budgets else 0)
+    for ax in axes:
+        ax.set_ylim(0, 100)
+    axes[0].set_ylabel("score (0-100)")
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
+
+
+def _name(cell: Mapping[str, Any]) -> str:
+    name = cell["compressor"] + (" block-wise" if cell.get("blockwise") else "")
+    return name + (f" @{cell['resolution']}px" if cell.get("resolution") else "")
+
+
+def _lines(axes: Any, titles: list[str], records: list[Mapping[str, Any]]) -> None:
     series: dict[str, list[tuple[int, dict[str, float]]]] = {}
-    for record in results["cells"]:
-        cell = record["cell"]
-        name = cell["compressor"] + (" block-wise" if cell.get("blockwise") else "")
-        name += f" @{cell['resolution']}px" if cell.get("resolution") else ""
+    for record in records:
+        name = _name(record["cell"])
         series.setdefault(name, []).append((record["visual_tokens"], scores(record["metrics"])))
     for ax, title in zip(axes, titles, strict=True):
         for name, points in series.items():
@@ -84,19 +103,25 @@ def accuracy_plot(results: Mapping[str, Any], path: Path) -> Path:
         ax.set_xscale("log", base=2)
         ax.set_xlabel("visual tokens per image")
         ax.set_title(title)
-        ax.set_ylim(0, 100)
-    axes[0].set_ylabel("score (0-100)")
     axes[-1].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path)
-    return path
+
+
+def _bars(axes: Any, titles: list[str], records: list[Mapping[str, Any]], budget: int) -> None:
+    names = [_name(record["cell"]) for record in records]
+    colors = [f"C{i}" for i in range(len(records))]
+    for ax, title in zip(axes, titles, strict=True):
+        values = [scores(record["metrics"])[title] for record in records]
+        bars = ax.bar(range(len(records)), values, color=colors)
+        ax.bar_label(bars, fmt="%.1f", fontsize=7)
+        ax.set_xticks(range(len(records)), names, rotation=30, ha="right", fontsize=8)
+        ax.set_title(f"{title} ({budget} visual tokens)")
 
 
 def write(results: Mapping[str, Any], out: Path) -> list[Path]:
-    """results.json, table.md, accuracy_vs_tokens.png under ``out``."""
+    """results.json, table.md, accuracy.png under ``out``."""
     out = Path(out)
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     table = f"# compare: {results['name']}\n\n" + markdown_table(results)
     (out / "table.md").write_text(table, encoding="utf-8")
-    plot = accuracy_plot(results, out / "accuracy_vs_tokens.png")
+    plot = accuracy_plot(results, out / "accuracy.png")
     return [out / "results.json", out / "table.md", plot]

@@ -58,7 +58,7 @@ def test_rerun_skips_finished_cells(tmp_path, fake_cells):
     assert fake_cells[2:] == ["tiny-avgpool-k16"]  # only the unfinished cell
     table = (tmp_path / "table.md").read_text()
     assert "| tiny / tome | 16 | 50.0 | 25.0 | 10.0 | 1000 |" in table
-    assert Image.open(tmp_path / "accuracy_vs_tokens.png").format == "PNG"
+    assert Image.open(tmp_path / "accuracy.png").format == "PNG"
     assert len(json.loads((tmp_path / "results.json").read_text())["cells"]) == 2
 
 
@@ -166,3 +166,15 @@ def test_real_two_cell_grid_then_skip(tmp_path, monkeypatch):
     monkeypatch.setattr(compare_cells, "run_cell", must_not_run)
     again = run_compare(grid, echo=lambda _: None)
     assert again["cells"] == results["cells"]
+
+
+def test_accuracy_plot_lines_for_several_budgets_bars_for_one(tmp_path):
+    from vlm.compare_report import accuracy_plot
+
+    several = [_fake_record(Cell(num_tokens=k)) for k in (4, 16)]
+    one = [_fake_record(Cell(compressor=c)) for c in ("tome", "avgpool")]
+    for name, records in (("lines", several), ("bars", one)):
+        path = accuracy_plot({"cells": records}, tmp_path / f"{name}.png")
+        with Image.open(path) as image:
+            assert image.format == "PNG"
+            assert image.size == ((1200, 340) if name == "lines" else (1200, 420))
