@@ -35,6 +35,7 @@ def build_vlm(
     image_markers: tuple[str, str] | None = None,
     image_token: str = "<image>",
     dtype: torch.dtype | None = None,
+    attn_implementation: str | None = None,
     seed: int = 0,
     **encoder_overrides: Any,
 ) -> tuple[VisionLanguageModel, VLMProcessor]:
@@ -50,6 +51,8 @@ def build_vlm(
               options (stride, dst, seed).
     projector: ``VLMConfig.projector`` settings (layer_norm, hidden_size, act).
     image_markers: optional (start, end) tokens around each image's placeholders.
+    attn_implementation: attention kernels for the LLM and the vision tower ("sdpa",
+              "flash_attention_2", "eager"); None keeps what each was loaded with.
     """
     if not isinstance(encoder, VisionEncoder):
         encoder = build_encoder(encoder, dtype=dtype, **encoder_overrides)
@@ -67,7 +70,13 @@ def build_vlm(
     if not isinstance(llm, PreTrainedModel):
         if tokenizer is None:
             tokenizer = AutoTokenizer.from_pretrained(llm)
-        llm = AutoModelForCausalLM.from_pretrained(llm, dtype=dtype)
+        llm = AutoModelForCausalLM.from_pretrained(
+            llm, dtype=dtype, attn_implementation=attn_implementation
+        )
+    elif attn_implementation is not None:
+        llm.set_attn_implementation(attn_implementation)
+    if attn_implementation is not None:
+        encoder.set_attn_implementation(attn_implementation)
     if tokenizer is None:
         raise ValueError("pass the LLM's tokenizer (tokenizer=...) when llm is a model object")
 

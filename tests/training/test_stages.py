@@ -71,3 +71,25 @@ def test_a_stage_refuses_an_unfinished_previous_stage_and_a_used_output_dir(tmp_
         train(second)
     with pytest.raises(ValueError, match=r"already holds checkpoint checkpoint-2; pass --resume"):
         train(first)
+
+
+def test_model_attn_implementation_reaches_the_llm_and_the_tower(tmp_path):
+    def kernels(model):
+        return (
+            model.language_model.config._attn_implementation,
+            model.vision_tower.model.config._attn_implementation,
+        )
+
+    first = tiny_recipe(
+        "stage1_align", tmp_path / "s1", "train.max_steps=1", "model.attn_implementation=eager"
+    )
+    assert kernels(build_model(first.model)[0]) == ("eager", "eager")
+    train(first)
+    for implementation in ("eager", "sdpa"):
+        later = tiny_recipe(
+            "stage2_pretrain",
+            tmp_path / "s2",
+            f"model.init_from={tmp_path / 's1'}",
+            f"model.attn_implementation={implementation}",
+        )
+        assert kernels(build_model(later.model)[0]) == (implementation,) * 2

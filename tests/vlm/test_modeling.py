@@ -214,3 +214,11 @@ def test_from_pretrained_attention_reaches_the_vision_tower(tmp_path, radio_dir)
         with torch.no_grad():
             logits[implementation] = loaded(**batch).logits
     torch.testing.assert_close(logits["eager"], logits["sdpa"], rtol=0, atol=1e-5)
+
+
+def test_build_vlm_attn_implementation_reaches_both_parts(radio_dir):
+    model, _ = build(radio_dir, attn_implementation="eager")
+    assert model.language_model.config._attn_implementation == "eager"
+    assert model.vision_tower.model.config._attn_implementation == "eager"
+    with pytest.raises(ValueError, match="no_such_kernel"):
+        build(radio_dir, attn_implementation="no_such_kernel")

@@ -41,7 +41,10 @@ def build_model(
     """
     dtype = _dtype(spec.dtype)
     if spec.init_from is not None:
-        model, processor = load_stage(spec.init_from, dtype=dtype, **(llm_loader_kwargs or {}))
+        kwargs = dict(llm_loader_kwargs or {})
+        if spec.attn_implementation is not None:
+            kwargs["attn_implementation"] = spec.attn_implementation
+        model, processor = load_stage(spec.init_from, dtype=dtype, **kwargs)
     elif llm_loader_kwargs:
         raise RecipeError("loader options (QLoRA) need model.init_from: a saved stage to load")
     else:
@@ -119,6 +122,7 @@ def _build(
             projector=spec.projector,
             image_markers=markers,
             dtype=dtype,
+            attn_implementation=spec.attn_implementation,
             seed=seed,
             **options,
         )

@@ -60,8 +60,11 @@ class ModelSpec:
     image_markers: optional [start, end] tokens around each image's placeholders.
     dtype: dtype the weights are loaded in ("float32", "bfloat16"); None: float32. Mixed
            precision is ``train.bf16``; keep float32 weights unless memory forces otherwise.
+    attn_implementation: attention kernels of the LLM and the vision tower ("sdpa",
+           "flash_attention_2", "eager"); None: transformers' default (sdpa where supported).
     init_from: a finished earlier stage's output_dir (plain or LoRA); the model and processor
-           are loaded from it, so only resolution and dtype may be given with it.
+           are loaded from it, so only resolution, dtype and attn_implementation may be given
+           with it.
     """
 
     encoder: str | None = None
@@ -74,6 +77,7 @@ class ModelSpec:
     feature_layers: list[int] | None = None
     image_markers: list[str] | None = None
     dtype: str | None = None
+    attn_implementation: str | None = None
     init_from: str | None = None
 
 
