@@ -19,7 +19,12 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from encoder import VisionEncoder, build_encoder
 
 from .configuration import VLMConfig, resolve_compressor
-from .modeling import VisionLanguageModel, build_projector, compressor_from_config
+from .modeling import (
+    VisionLanguageModel,
+    build_projector,
+    compressor_from_config,
+    set_tower_attention,
+)
 from .processing import VLMProcessor
 
 
@@ -75,8 +80,7 @@ def build_vlm(
         )
     elif attn_implementation is not None:
         llm.set_attn_implementation(attn_implementation)
-    if attn_implementation is not None:
-        encoder.set_attn_implementation(attn_implementation)
+    set_tower_attention(encoder, attn_implementation)  # after the LLM, which checks the name
     if tokenizer is None:
         raise ValueError("pass the LLM's tokenizer (tokenizer=...) when llm is a model object")
 

@@ -96,6 +96,10 @@ class CompareGrid:
     reconstruction: bool = True
 
     def __post_init__(self) -> None:
+        for name in ("grid", "data", "schedule", "settings", "eval"):  # `key:` left empty
+            if getattr(self, name) is None:
+                setattr(self, name, {})
+        self.cells = self.cells or []
         if self.train not in ("tiny", "none"):
             raise ValueError(f"compare: train must be 'tiny' or 'none'; got {self.train!r}")
         axes = {"encoders", "compressors", "num_tokens", "resolutions", "blockwise"}
@@ -164,7 +168,9 @@ def run_compare(grid: CompareGrid, echo: Callable[[str], None] = print) -> dict[
         json.loads((out / "cells" / c.key / CELL_FILE).read_text(encoding="utf-8")) for c in cells
     ]
     extra = {}
-    if grid.reconstruction and context is not None:
+    if grid.reconstruction and grid.train == "none":
+        echo("[compare] reconstruction: skipped; train: none has no shared stage-0 encoder")
+    elif grid.reconstruction and context is not None:
         extra["reconstruction"] = context.reconstruction()
     results = {
         "name": grid.name,
@@ -208,7 +214,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("grid", help="grid YAML, e.g. recipes/compare/paper_toy.yaml")
     parser.add_argument("--out", default=None, help="output folder (default runs/compare/<name>)")
     parser.add_argument(
-        "--seed", type=int, default=None, help="another seed (default out: <name>-seed<N>)"
+        "--seed",
+        type=int,
+        default=None,
+        help="another seed for data, stage 0 and training (unless the grid's schedule names "
+        "its own); default out: runs/compare/<name>-seed<N>",
     )
     parser.add_argument("--ci", action="store_true", help="tiny data and step counts")
     parser.set_defaults(run=_run)

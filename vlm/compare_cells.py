@@ -57,38 +57,39 @@ class Context:
             self._parts = parts
         return self._parts
 
-    @torch.no_grad()
     def reconstruction(self) -> list[dict[str, Any]]:
         """Reconstruction error (per-channel normalised MSE) of the stage-0 encoder's features
-        on eval pages, per K and input resolution of the grid: ToMe matching on the features
-        (the paper's choice), ToMe matching on the last block's attention keys (ToMe's, paper
-        Table A10) and avg-pool. Pixel unshuffle only regroups channels, so it has none."""
+        on eval pages, for each (K, input resolution) the grid's cells use: ToMe matching on
+        the features (the paper's choice), ToMe matching on the last block's attention keys
+        (ToMe's, paper Table A10) and avg-pool. Pixel unshuffle only regroups channels, so it
+        has none."""
         from encoder import attention_keys
         from token_merge import compress, reconstruction_error
 
+        encoder = self.parts.encoder  # (warms stage 0 up first if needed: outside no_grad)
         images = [r.image for r in self.data.eval_records[:64]]
-        encoder = self.parts.encoder
-        cells = self.grid.expand()
-        sizes = sorted({self.settings.image_size} | {c.resolution for c in cells if c.resolution})
+        default = self.settings.image_size
+        pairs = sorted({(c.resolution or default, c.num_tokens) for c in self.grid.expand()})
         rows = []
-        for size in sizes:
-            pixels = to_pixels(images, size)
-            grids = encoder(pixels).grid  # [N, h, w, C]
-            keys = attention_keys(encoder, pixels)  # [N, h, w, head_dim]
-            for k in sorted({c.num_tokens for c in cells}):
-                merged = {
-                    "tome": compress(grids, "tome", k),
-                    "tome_keys": compress(grids, "tome", k, metric=keys),
-                    "avgpool": compress(grids, "avgpool", k),
-                }
-                row: dict[str, Any] = {
-                    "num_tokens": k,
-                    "resolution": size,
-                    "grid": list(grids.shape[1:3]),
-                }
-                for method, out in merged.items():
-                    row[method] = float(reconstruction_error(grids, out, normalize=True))
-                rows.append(row)
+        with torch.no_grad():
+            for size in sorted({size for size, _ in pairs}):
+                pixels = to_pixels(images, size)
+                grids = encoder(pixels).grid  # [N, h, w, C]
+                keys = attention_keys(encoder, pixels)  # [N, h, w, head_dim]
+                for k in [k for s, k in pairs if s == size]:
+                    merged = {
+                        "tome": compress(grids, "tome", k),
+                        "tome_keys": compress(grids, "tome", k, metric=keys),
+                        "avgpool": compress(grids, "avgpool", k),
+                    }
+                    row: dict[str, Any] = {
+                        "num_tokens": k,
+                        "resolution": size,
+                        "grid": list(grids.shape[1:3]),
+                    }
+                    for method, out in merged.items():
+                        row[method] = float(reconstruction_error(grids, out, normalize=True))
+                    rows.append(row)
         return rows
 
 

@@ -108,6 +108,8 @@ def _lines(axes: Any, titles: list[str], records: list[Mapping[str, Any]]) -> No
 
 def _bars(axes: Any, titles: list[str], records: list[Mapping[str, Any]], budget: int) -> None:
     names = [_name(record["cell"]) for record in records]
+    if len({record["cell"]["encoder"] for record in records}) > 1:
+        names = [f"{r['cell']['encoder']} {n}" for r, n in zip(records, names, strict=True)]
     colors = [f"C{i}" for i in range(len(records))]
     for ax, title in zip(axes, titles, strict=True):
         values = [scores(record["metrics"])[title] for record in records]

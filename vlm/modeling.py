@@ -30,6 +30,21 @@ from .projector import Projector
 logger = logging.getLogger(__name__)
 
 
+def set_tower_attention(tower: nn.Module, implementation: str | None) -> None:
+    """Give the vision tower the attention implementation the LLM uses; one the tower cannot
+    run (SigLIP2 has no flash attention) is logged and the tower keeps its own."""
+    if implementation is None:
+        return
+    try:
+        tower.set_attn_implementation(implementation)
+    except (ValueError, ImportError, NotImplementedError) as err:
+        logger.warning(
+            "vision tower keeps its attention implementation; %r is not available for it: %s",
+            implementation,
+            err,
+        )
+
+
 class VisionLanguageModel(PreTrainedModel, GenerationMixin):
     config: VLMConfig
     config_class = VLMConfig
@@ -48,23 +63,11 @@ class VisionLanguageModel(PreTrainedModel, GenerationMixin):
         self.vision_tower = encoder_from_config(config.vision_config)
         # The tower's own transformers config comes from a plain dict, so the implementation
         # resolved for this model (from_pretrained(attn_implementation=...)) is handed down.
-        self._hand_attention_to_tower(self.config._attn_implementation)
+        set_tower_attention(self.vision_tower, self.config._attn_implementation)
         self.compressor = compressor_from_config(config.compressor)
         self.projector = build_projector(config, self.vision_tower.hidden_size, self.compressor)
         self.language_model = AutoModelForCausalLM.from_config(config.get_text_config())
         self.post_init()
-
-    def _hand_attention_to_tower(self, implementation: str | None) -> None:
-        if implementation is None:
-            return
-        try:
-            self.vision_tower.set_attn_implementation(implementation)
-        except (ValueError, ImportError, NotImplementedError) as err:
-            logger.warning(
-                "vision tower keeps its attention implementation; %r is not available for it: %s",
-                implementation,
-                err,
-            )
 
     # ------------------------------------------------------------- LLM plumbing
 

@@ -80,6 +80,7 @@ def test_a_folder_of_another_setup_is_refused_not_mixed(tmp_path, fake_cells):
 
 def test_the_training_seed_follows_the_grid_unless_the_schedule_names_one():
     assert CompareGrid(seed=3).schedule_obj.seed == 3
+    assert CompareGrid(seed=3, schedule=None, settings=None, eval=None).schedule_obj.seed == 3
     assert CompareGrid(seed=3, schedule={"seed": 5}).schedule_obj.seed == 5
 
 

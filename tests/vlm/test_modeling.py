@@ -222,3 +222,17 @@ def test_build_vlm_attn_implementation_reaches_both_parts(radio_dir):
     assert model.vision_tower.model.config._attn_implementation == "eager"
     with pytest.raises(ValueError, match="no_such_kernel"):
         build(radio_dir, attn_implementation="no_such_kernel")
+
+
+def test_an_attention_the_tower_cannot_run_is_logged_and_the_tower_keeps_its_own(tmp_path, caplog):
+    from encoder import load_tower
+    from vlm.modeling import set_tower_attention
+
+    tower = load_tower(tiny_tower_checkpoint(tmp_path / "siglip2", "siglip2"))
+    before = tower.model.config._attn_implementation
+    with caplog.at_level("WARNING", logger="vlm.modeling"):
+        set_tower_attention(tower, "flash_attention_2")
+    assert tower.model.config._attn_implementation == before
+    assert "vision tower keeps its attention implementation; 'flash_attention_2'" in caplog.text
+    set_tower_attention(tower, "eager")
+    assert tower.model.config._attn_implementation == "eager"

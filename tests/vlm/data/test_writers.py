@@ -148,15 +148,3 @@ def _open(path):
 
     with Image.open(path) as image:
         return image.convert("RGB")
-
-
-def test_the_writer_agrees_with_the_evaluation_side_schemas():
-    schemas = pytest.importorskip("vlm.evaluation.schemas")
-    from vlm.data import LMMS_EVAL_FEATURES, LMMS_EVAL_SPLITS
-
-    assert LMMS_EVAL_SPLITS == schemas.SPLITS
-    for style, features in LMMS_EVAL_FEATURES.items():
-        assert list(features) == list(schemas.FEATURES[style])
-        assert {k: kind(f) for k, f in features.items()} == {
-            k: kind(f) for k, f in schemas.FEATURES[style].items()
-        }
