@@ -5,7 +5,7 @@
     >>> stats = warm_up_encoder(parts.encoder, records, settings.vocabulary, steps=300)
     >>> model, processor = assemble(parts, settings, "tome")  # build_vlm around the parts
 
-Why a stage 0 (shared/notes/quickstart-calibration.md): trained jointly from scratch, a tiny
+Why a stage 0 (recipes/quickstart/calibration.md): trained jointly from scratch, a tiny
 random encoder never starts to carry the word on the page, so the LLM learns to ignore the
 image. A short supervised warm-up of the encoder alone (classify the page's answer word from
 its mean-pooled patch features) gives every patch token the word's identity; the three VLM

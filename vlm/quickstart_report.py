@@ -127,7 +127,7 @@ Batch {sched["batch_size"]}; stages 1-3 run through `vlm.training.train`, the co
 `recipes/train.py` / `radio-vlm train` (each cell's resolved recipes: `runs/<setting>/stage*/recipe.yaml`).
 **Stage 0 is an extra step of this demo**: trained jointly from scratch, the tiny random encoder
 never starts to carry the word, and the LLM learns to ignore the image
-(shared/notes/quickstart-calibration.md). Stage 0 ended at loss {warm.get("loss", float("nan")):.2f},
+(recipes/quickstart/calibration.md). Stage 0 ended at loss {warm.get("loss", float("nan")):.2f},
 train accuracy {100 * warm.get("train_accuracy", float("nan")):.0f}%. All settings share the warmed encoder; the
 blind baseline starts from the un-warmed one (it never sees a page).
 
