@@ -204,7 +204,7 @@ def _build(cls: type, data: Mapping[str, Any] | None, where: str) -> Any:
     known = [f.name for f in dataclasses.fields(cls)]
     if unknown := sorted(set(data) - set(known)):
         raise ValueError(f"unknown key(s) {unknown} in {where}; known keys: {known}")
-    for name in ("steps", "lr", "vocabulary", "font_scale"):
+    for name in ("steps", "lr", "vocabulary", "font_scale", "warmup_sizes"):
         if isinstance(data.get(name), list):
             data[name] = tuple(data[name])
     return cls(**copy.deepcopy(data))

@@ -50,7 +50,7 @@ class Context:
                     batch_size=s.batch_size,
                     lr=s.warmup_lr,
                     seed=self.grid.seed,
-                    image_size=self.settings.image_size,
+                    image_size=s.warmup_sizes or self.settings.image_size,
                 )
                 self.echo(f"[compare] stage 0: loss {warm['loss']:.2f} in {warm['seconds']:.0f}s")
                 torch.save(parts.encoder.state_dict(), saved)

@@ -135,7 +135,7 @@ def run_quickstart(options: QuickstartOptions, echo: Callable[[str], None] = pri
             batch_size=schedule.batch_size,
             lr=schedule.warmup_lr,
             seed=options.seed,
-            image_size=settings.image_size,
+            image_size=schedule.warmup_sizes or settings.image_size,
         ),
         lambda w: (
             f"word classification, {w['steps']} steps: loss {w['loss']:.2f}, "

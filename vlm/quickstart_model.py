@@ -188,11 +188,14 @@ def warm_up_encoder(
     batch_size: int = 32,
     lr: float = 2e-3,
     seed: int = 0,
-    image_size: int = 64,
+    image_size: int | Sequence[int] = 64,
     progress: bool = True,
 ) -> dict[str, float]:
     """Stage 0: train ``encoder`` (in place) to classify each record's answer word from the
-    mean of its patch features, with a throw-away linear head. Returns loss/accuracy/time."""
+    mean of its patch features, with a throw-away linear head. Returns loss/accuracy/time.
+
+    image_size: the input side in px, or several that the steps take in turn (multi-resolution
+    training, so that the features mean the same at every size the cells use)."""
     index = {w: i for i, w in enumerate(vocabulary)}
     usable = [r for r in records if r.answers[0] in index]
     if not usable:
@@ -200,7 +203,10 @@ def warm_up_encoder(
             f"no record answers with a word of the vocabulary {list(vocabulary)[:5]}...; "
             "generate synthdoc with vocabulary=settings.vocabulary and levels=('easy',)"
         )
-    pixels = to_pixels([r.image for r in usable], image_size)
+    sizes = [image_size] if isinstance(image_size, int) else list(image_size)
+    if not sizes:
+        raise ValueError("image_size needs at least one size")
+    pixels = [to_pixels([r.image for r in usable], size) for size in sizes]
     labels = torch.tensor([index[r.answers[0]] for r in usable])
     gen = torch.Generator().manual_seed(seed)
     head = nn.Sequential(
@@ -214,9 +220,9 @@ def warm_up_encoder(
     encoder.train()
     start, losses, hits = time.perf_counter(), [], []
     bar = tqdm(range(steps), desc="stage 0: encoder warm-up", disable=not progress, leave=False)
-    for _ in bar:
+    for step in bar:
         pick = torch.randint(len(usable), (batch_size,), generator=gen)
-        grid = encoder(pixels[pick]).grid  # [B, h, w, C]
+        grid = encoder(pixels[step % len(sizes)][pick]).grid  # [B, h, w, C]
         logits = head(grid.mean(dim=(1, 2)))
         loss = nn.functional.cross_entropy(logits, labels[pick])
         optim.zero_grad(set_to_none=True)

@@ -33,6 +33,9 @@ class Schedule:
 
     warmup_steps: int = 800
     warmup_lr: float = 2e-3
+    # input sizes (px) stage 0 alternates between, RADIO-style multi-resolution training;
+    # empty: the data's image size only
+    warmup_sizes: tuple[int, ...] = ()
     steps: tuple[int, int, int] = (20, 120, 300)
     lr: tuple[float, float, float] = (2e-3, 1e-3, 1e-3)
     encoder_lr: float = 3e-4  # SFT: the (partly warmed) encoder keeps learning

@@ -127,6 +127,10 @@ def test_shipped_grids_load():
         "tiny-tome-k16-r128",
     ]
     assert load_grid("recipes/compare/tiny_budgets.yaml").expand()
+    resolution = load_grid("recipes/compare/resolution_toy.yaml")
+    assert [c.key for c in resolution.expand()] == ["tiny-tome-k16-r32", "tiny-tome-k16-r64"]
+    assert resolution.schedule_obj.warmup_sizes == (32, 64)
+    assert resolution.schedule_obj.warmup_steps == 2000
 
 
 def test_real_two_cell_grid_then_skip(tmp_path, monkeypatch):

@@ -115,3 +115,22 @@ def test_settings_budget_per_method():
     with pytest.raises(ValueError, match="unshuffle cannot give exactly K=12"):
         settings.compressor("unshuffle", 12)
     assert Schedule().scaled(0.5).steps == tuple(round(s / 2) for s in Schedule().steps)
+
+
+def test_stage0_takes_its_input_sizes_in_turn(tmp_path):
+    from vlm.data.synthdoc import generate_records
+    from vlm.quickstart_model import tiny_parts, warm_up_encoder
+    from vlm.quickstart_train import synthdoc_config
+
+    settings = TinySettings(image_size=128)
+    records = list(generate_records(8, synthdoc_config(settings, 0)))
+    encoder = tiny_parts(settings, tmp_path, seed=0).encoder
+    seen = []
+    encoder.register_forward_pre_hook(lambda _m, args: seen.append(tuple(args[0].shape[-2:])))
+    stats = warm_up_encoder(
+        encoder, records, settings.vocabulary, steps=4, batch_size=2, image_size=(64, 128)
+    )
+    assert seen == [(64, 64), (128, 128), (64, 64), (128, 128)]
+    assert stats["steps"] == 4 and math.isfinite(stats["loss"])
+    with pytest.raises(ValueError, match="at least one size"):
+        warm_up_encoder(encoder, records, settings.vocabulary, steps=1, image_size=())
