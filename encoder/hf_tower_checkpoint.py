@@ -105,7 +105,13 @@ def load_tower(
             )
         preprocessor = _read_json(folder / "preprocessor_config.json")
     else:
-        config = _hub_json(repo, "config.json")
+        config = fetch_hub_json(
+            repo,
+            "config.json",
+            why_hub=f"cannot load a vision tower from {repo!r}: not a registry name or a local "
+            "folder",
+            known=", ".join(sorted(TOWERS)),
+        )
         tower_cls, model_cls = tower_classes(config, origin=f"{repo} (hub config.json)")
         preprocessor = _hub_preprocessor(repo)
     model = _from_pretrained(model_cls, repo, dtype, attn_implementation)
@@ -157,6 +163,18 @@ def fetch_hub_file(repo_id: str, filename: str) -> Path:
     return Path(hf_hub_download(repo_id, filename))
 
 
+def fetch_hub_json(repo_id: str, filename: str, *, why_hub: str, known: str) -> dict[str, Any]:
+    """A JSON file of a hub repo; a failed fetch (offline, unknown repo, malformed id) is a
+    ValueError that starts with ``why_hub`` (why the hub was asked) and lists ``known`` names."""
+    try:
+        return json.loads(fetch_hub_file(repo_id, filename).read_text())
+    except Exception as err:
+        raise ValueError(
+            f"{why_hub}, and fetching its {filename} from the hub failed "
+            f"({type(err).__name__}: {err}). Registry names: {known}."
+        ) from err
+
+
 # --------------------------------------------------------------------------- internals
 
 
@@ -198,17 +216,6 @@ def _normalisation(
 
 def _read_json(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
-
-
-def _hub_json(repo_id: str, filename: str) -> dict[str, Any]:
-    try:
-        return json.loads(fetch_hub_file(repo_id, filename).read_text())
-    except Exception as err:  # offline, unknown repo, malformed id, ...
-        raise ValueError(
-            f"cannot load a vision tower from {repo_id!r}: not a registry name or a local "
-            f"folder, and fetching its {filename} from the hub failed ({type(err).__name__}: "
-            f"{err}). Registry names: {', '.join(sorted(TOWERS))}."
-        ) from err
 
 
 def _hub_preprocessor(repo_id: str) -> dict[str, Any] | None:

@@ -9,14 +9,13 @@ by the registry or by the checkpoint's own config.json ("args" -> RADIO, else it
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from .base import VisionEncoder
 from .hf_tower_checkpoint import (
     TOWERS,
-    fetch_hub_file,
+    fetch_hub_json,
     load_tower,
     read_config,
     tower_classes,
@@ -40,7 +39,13 @@ def build_encoder(spec: str | Path, **overrides: Any) -> VisionEncoder:
         return load_radio(path, **overrides)
     if path.is_dir():
         return _build_from_folder(path, overrides)
-    config = _hub_config(name)
+    config = fetch_hub_json(  # only config.json, to decide which loader runs
+        name,
+        "config.json",
+        why_hub=f"cannot build an encoder from {name!r}: it is not a registry name, a local "
+        "folder or a checkpoint file",
+        known=", ".join(registry_names()),
+    )
     if "args" in config:
         return load_radio(name, **overrides)
     tower_classes(config, origin=f"{name} (hub config.json)")  # unknown model_type -> error
@@ -64,15 +69,3 @@ def _build_from_folder(path: Path, overrides: dict[str, Any]) -> VisionEncoder:
             "*.bin); save the model there with save_pretrained"
         )
     return load_tower(path, **overrides)
-
-
-def _hub_config(repo_id: str) -> dict[str, Any]:
-    """Only config.json of a hub repo, to decide which loader runs."""
-    try:
-        return json.loads(fetch_hub_file(repo_id, "config.json").read_text())
-    except Exception as err:  # offline, unknown repo, malformed id, ...
-        raise ValueError(
-            f"cannot build an encoder from {repo_id!r}: it is not a registry name, a local "
-            f"folder or a checkpoint file, and fetching its config.json from the hub failed "
-            f"({type(err).__name__}: {err}). Registry names: {', '.join(registry_names())}."
-        ) from err

@@ -369,3 +369,25 @@ def test_build_encoder_reads_only_config_json_to_dispatch_hub_ids(monkeypatch, t
         build_encoder("someone/missing")
     with pytest.raises(ValueError, match=r"'elsewhere/none'.*Registry names:.*clip-vit-l-336"):
         load_tower("elsewhere/none")
+
+
+def test_an_unreachable_hub_id_names_the_problem_and_the_registry(monkeypatch):
+    from encoder import build_encoder, hf_tower_checkpoint
+
+    def offline(repo_id, filename):
+        raise ConnectionError("no network")
+
+    monkeypatch.setattr(hf_tower_checkpoint, "fetch_hub_file", offline)
+    with pytest.raises(
+        ValueError,
+        match=r"cannot build an encoder from 'someone/radio-x': it is "
+        r"not a registry name.*config.json from the hub failed \(ConnectionError: "
+        r"no network\)\. Registry names: .*radio_v2\.5-h",
+    ):
+        build_encoder("someone/radio-x")
+    with pytest.raises(
+        ValueError,
+        match=r"cannot load a vision tower from 'someone/clip-x'.*"
+        r"Registry names: .*clip-vit-l-336",
+    ):
+        load_tower("someone/clip-x")
