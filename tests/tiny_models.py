@@ -35,6 +35,14 @@ from transformers import (
 )
 
 FAMILIES = ("clip", "siglip", "siglip2", "dinov2", "dinov2_reg")
+# each family's transformers vision model: the reference the towers are checked against
+RAW_CLASSES: dict[str, type[PreTrainedModel]] = {
+    "clip": CLIPVisionModel,
+    "siglip": SiglipVisionModel,
+    "siglip2": Siglip2VisionModel,
+    "dinov2": Dinov2Model,
+    "dinov2_reg": Dinov2WithRegistersModel,
+}
 PATCH = 8
 IMAGE_SIZE = 32  # a 4x4 position table; SigLIP2 NaFlex: num_patches = 16
 DEPTH = 3

@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -20,13 +19,6 @@ from tiny_models import (
     WIDTH,
     tiny_tower_checkpoint,
 )
-from transformers import (
-    CLIPVisionModel,
-    Dinov2Model,
-    Dinov2WithRegistersModel,
-    Siglip2VisionModel,
-    SiglipVisionModel,
-)
 from transformers.models.siglip2.image_processing_siglip2 import convert_image_to_patches
 
 from encoder import HFVisionTower, build_encoder, load_tower
@@ -34,14 +26,6 @@ from encoder.blockwise_tome import merge_schedule
 from encoder.blockwise_towers import attention_pool, blockwise_tower_forward, tower_adapter
 from token_merge import alternating_destinations, bipartite_soft_matching
 
-# Written out here, not read from the code under test.
-RAW_CLASSES = {
-    "clip": CLIPVisionModel,
-    "siglip": SiglipVisionModel,
-    "siglip2": Siglip2VisionModel,
-    "dinov2": Dinov2Model,
-    "dinov2_reg": Dinov2WithRegistersModel,
-}
 PREFIX = {"clip": 1, "siglip": 0, "siglip2": 0, "dinov2": 1, "dinov2_reg": 1 + NUM_REGISTERS}
 FIRST_KEYS = {  # the first block's key projection in each transformers model
     "clip": "encoder.layers.0.self_attn.k_proj",
@@ -59,21 +43,6 @@ POSITIONS = {  # position tables (zeroed so that identical patches give identica
 }
 TOL = {"rtol": 0, "atol": 1e-5}
 H, W = 6, 5  # the grid of the merging tests: 30 patches, 3 blocks reach 3 at least
-
-
-@pytest.fixture(scope="module")
-def folders(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("blockwise_towers")
-    return {
-        family: tiny_tower_checkpoint(root / family, family, preprocessor=ODD_PREPROCESSOR, seed=i)
-        for i, family in enumerate(FAMILIES)
-    }
-
-
-@pytest.fixture(scope="module")
-def raws(folders) -> dict:
-    """The raw transformers models, loaded here without the code under test."""
-    return {family: RAW_CLASSES[family].from_pretrained(f).eval() for family, f in folders.items()}
 
 
 def images(*shape: int, seed: int = 0) -> torch.Tensor:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import huggingface_hub
 import pytest
@@ -15,18 +14,14 @@ from tiny_models import (
     NUM_REGISTERS,
     ODD_PREPROCESSOR,
     PATCH,
+    RAW_CLASSES,
     WIDTH,
     tiny_tower_checkpoint,
 )
 from transformers import (
     CLIPModel,
-    CLIPVisionModel,
-    Dinov2Model,
-    Dinov2WithRegistersModel,
     Siglip2Model,
-    Siglip2VisionModel,
     SiglipModel,
-    SiglipVisionModel,
 )
 from transformers.models.siglip2.image_processing_siglip2 import convert_image_to_patches
 
@@ -43,14 +38,6 @@ from encoder import (
     registry_names,
 )
 
-# Written out here, not read from the code under test.
-RAW_CLASSES = {
-    "clip": CLIPVisionModel,
-    "siglip": SiglipVisionModel,
-    "siglip2": Siglip2VisionModel,
-    "dinov2": Dinov2Model,
-    "dinov2_reg": Dinov2WithRegistersModel,
-}
 FULL_CLASSES = {"clip": CLIPModel, "siglip": SiglipModel, "siglip2": Siglip2Model}
 TOWER_CLASSES = {
     "clip": ClipTower,
@@ -71,24 +58,8 @@ CLOSE = {"rtol": 1e-5, "atol": 1e-5}
 
 
 @pytest.fixture(scope="module")
-def folders(tmp_path_factory) -> dict[str, Path]:
-    """One tiny checkpoint per family, with an unusual preprocessor_config.json."""
-    root = tmp_path_factory.mktemp("towers")
-    return {
-        family: tiny_tower_checkpoint(root / family, family, preprocessor=ODD_PREPROCESSOR, seed=i)
-        for i, family in enumerate(FAMILIES)
-    }
-
-
-@pytest.fixture(scope="module")
 def towers(folders) -> dict[str, HFVisionTower]:
     return {family: load_tower(folder) for family, folder in folders.items()}
-
-
-@pytest.fixture(scope="module")
-def raws(folders) -> dict:
-    """The raw transformers models, loaded here without the code under test."""
-    return {family: RAW_CLASSES[family].from_pretrained(f).eval() for family, f in folders.items()}
 
 
 def images(*shape: int, seed: int = 0) -> torch.Tensor:
