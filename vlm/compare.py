@@ -229,8 +229,10 @@ def _run(args: argparse.Namespace) -> int:
     if args.seed is not None:
         grid.name = f"{grid.name}-seed{args.seed}"
     if args.ci:
-        grid.data = {"num_train": 32, "num_eval": 12}
-        grid.schedule = {"warmup_steps": 4, "steps": [2, 2, 2], "batch_size": 4}
-        grid.schedule_obj = Schedule(warmup_steps=4, steps=(2, 2, 2), batch_size=4, seed=grid.seed)
+        grid = dataclasses.replace(  # (re-derives schedule_obj, its seed the grid's)
+            grid,
+            data={"num_train": 32, "num_eval": 12},
+            schedule={"warmup_steps": 4, "steps": [2, 2, 2], "batch_size": 4},
+        )
     run_compare(grid)
     return 0
