@@ -1,5 +1,7 @@
 """DeepSpeed ZeRO-2 / ZeRO-3 with 2 CPU processes through `accelerate launch` and the shipped
-configs (recipes/accelerate/zero*.yaml): a few steps, stop, resume.
+configs (recipes/accelerate/zero*.yaml): a few steps, stop, resume; the resumed run's losses
+and final weights equal an uninterrupted run's exactly. The stage is SFT, so the encoder, the
+projector and the LLM all have sharded weights and optimizer state to restore.
 
 Wrong launch setups degrade SILENTLY on CPU (ACCELERATE_USE_CPU turns DeepSpeed into DDP, a
 MULTI_CPU config starts one process, without use_cpu every process is rank 0 of 1), so every
@@ -14,6 +16,8 @@ import json
 import sys
 
 import pytest
+import torch
+from safetensors.torch import load_file
 from train_helpers import TINY, accelerate_command, losses, run
 
 from vlm.training import load_stage
@@ -36,7 +40,7 @@ def test_zero_with_two_cpu_processes_then_resume(tmp_path, stage):
         "train.max_steps=6",
         "train.save_steps=2",
         "train.per_device_train_batch_size=4",
-        "train.modules.llm.mode=full",  # sharded LLM weights and optimizer state to restore
+        "stage=sft",  # every module trains
     ]
     args = [a for o in overrides for a in ("--override", o)]
     recipe = TINY / "stage1_align.yaml"
@@ -50,7 +54,7 @@ def test_zero_with_two_cpu_processes_then_resume(tmp_path, stage):
         assert info["zero_stage"] == stage
         assert info["engine"] == "DeepSpeedEngine"
         assert OPTIMIZER[stage] in info["optimizer"] and info["optimizer"][-1] == "AdamW"
-        assert {g["name"] for g in info["param_groups"]} >= {"projector", "llm"}
+        assert {g["name"] for g in info["param_groups"]} >= {"encoder", "projector", "llm"}
     assert "stopped at step 4 of 6" in first.stdout
     assert latest_checkpoint(out).name == "checkpoint-4" and not (out / MARKER).exists()
     assert (out / "checkpoint-4" / "global_step4").is_dir()  # DeepSpeed's own shards
@@ -75,3 +79,13 @@ def test_zero_with_two_cpu_processes_then_resume(tmp_path, stage):
     assert (out / MARKER).is_file()
     model, _ = load_stage(out)  # the gathered final weights load as a plain model
     assert sum(p.numel() for p in model.parameters()) > 0
+
+    # the same stage without the interruption: identical losses and final weights
+    full = tmp_path / f"zero{stage}-uninterrupted"
+    reference = [a if a != f"train.output_dir={out}" else f"train.output_dir={full}" for a in args]
+    run(accelerate_command(f"zero{stage}", recipe, *reference))
+    assert losses(out) == losses(full)
+    final, expected = (load_file(d / "model.safetensors") for d in (out, full))
+    assert set(final) == set(expected)
+    assert {k.split(".")[0] for k in final} == {"vision_tower", "projector", "language_model"}
+    assert [k for k in final if not torch.equal(final[k], expected[k])] == []

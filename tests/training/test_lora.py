@@ -1,4 +1,5 @@
-"""LoRA through PEFT: train, stop + resume, merge (radio-vlm merge-lora), reload."""
+"""LoRA through PEFT: train, stop + resume, merge (radio-vlm merge-lora), reload. Every module
+trains (LLM in LoRA, encoder and projector in full), so a resume must restore all three."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors.torch import load_file
 from train_helpers import losses, tiny_recipe
 from transformers import AutoModelForImageTextToText
 
@@ -20,6 +22,7 @@ LORA = [
     "train.save_steps=2",
     "train.learning_rate=1e-2",
     "train.modules.llm.mode=lora",
+    "train.modules.encoder.mode=full",  # every module trains (the encoder as modules_to_save)
     "train.lora.r=4",
     "train.lora.alpha=8",
     "train.lora.dropout=0.0",
@@ -55,6 +58,10 @@ def test_lora_trains_resumes_merges_and_reloads(tmp_path, capsys):
     train(tiny_recipe("stage2_pretrain", split, *NEW, *LORA, "train.resume=auto"))
     assert "resuming from" in capsys.readouterr().out
     assert losses(split) == losses(out)
+    final, reference = (load_file(d / "adapter_model.safetensors") for d in (split, out))
+    assert set(final) == set(reference)
+    assert any(".vision_tower." in k for k in final) and any("lora_A" in k for k in final)
+    assert [k for k in final if not torch.equal(final[k], reference[k])] == []
 
     # merged (CLI) and reloaded == the unmerged PEFT model
     from peft import PeftModel

@@ -9,6 +9,9 @@ Only two methods are overridden, both minimally:
   JSON "optimizer" section would replace our groups with one LR; so the recipes' DeepSpeed
   configs have no "optimizer" section and this override serves every backend. Under ZeRO
   optimizer offload it builds DeepSpeedCPUAdam (DeepSpeed rejects torch's AdamW there).
+- ``_load_from_checkpoint``: ``--resume`` loads the model's weights through
+  ``from_pretrained``'s path and refuses any key it cannot place (``vlm.training.resume``);
+  the Trainer's own non-strict load drops the RADIO tower's converted keys without a word.
 - ``_get_train_sampler``: length-grouped sampling reads ``train_dataset.lengths`` instead of
   processing every sample (images included) to measure it, which Trainer does for datasets
   that are not ``datasets.Dataset``.
@@ -22,10 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import Trainer, TrainerCallback
+from transformers import PreTrainedModel, Trainer, TrainerCallback
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from .modules import ModulePlan, param_groups
+from .resume import check_adapter_restored, load_model_weights
 
 
 class VLMTrainer(Trainer):
@@ -51,6 +55,15 @@ class VLMTrainer(Trainer):
         self.optimizer = optimizer_cls(groups, **kwargs)
         return self.optimizer
 
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
+        target = self.model if model is None else model
+        if self.is_fsdp_enabled or not isinstance(target, PreTrainedModel):
+            super()._load_from_checkpoint(resume_from_checkpoint, model)  # PEFT, FSDP
+            if not self.is_fsdp_enabled and _is_peft(target):
+                check_adapter_restored(target, resume_from_checkpoint)
+            return
+        load_model_weights(target, resume_from_checkpoint)
+
     def _get_train_sampler(self, train_dataset: Any = None) -> torch.utils.data.Sampler | None:
         dataset = self.train_dataset if train_dataset is None else train_dataset
         if self.args.train_sampling_strategy == "group_by_length" and hasattr(dataset, "lengths"):
@@ -73,6 +86,12 @@ class StopAtStepCallback(TrainerCallback):
         if state.global_step >= self.step:
             control.should_save = True
             control.should_training_stop = True
+
+
+def _is_peft(model: Any) -> bool:
+    from peft import PeftModel
+
+    return isinstance(model, PeftModel)
 
 
 def _offloads_optimizer(trainer: Trainer) -> bool:
