@@ -27,7 +27,10 @@ def weights(model):
 def test_every_module_comes_back_from_a_checkpoint(tmp_path, model):
     model.save_pretrained(tmp_path)
     saved = weights(model)
-    assert any(k.startswith("vision_tower.model.radio_model.") for k in load_file(tmp_path / "model.safetensors"))
+    assert any(
+        k.startswith("vision_tower.model.radio_model.")
+        for k in load_file(tmp_path / "model.safetensors")
+    )
     with torch.no_grad():  # what training did after the save, in every module
         for p in model.parameters():
             p.add_(1.0)

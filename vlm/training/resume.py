@@ -64,7 +64,9 @@ def check_adapter_restored(model: nn.Module, checkpoint: str | Path) -> None:
     live = get_peft_model_state_dict(model)
     missing, unexpected = sorted(set(live) - set(saved)), sorted(set(saved) - set(live))
     differ = sorted(
-        k for k in set(live) & set(saved) if not torch.equal(live[k].cpu(), saved[k].to(live[k].dtype))
+        k
+        for k in set(live) & set(saved)
+        if not torch.equal(live[k].cpu(), saved[k].to(live[k].dtype))
     )
     if missing or unexpected or differ:
         raise ResumeError(
