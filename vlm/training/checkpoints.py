@@ -4,8 +4,11 @@ transformers' Trainer (5.24) writes ``checkpoint-N/`` in place (model, optimizer
 RNG, trainer_state.json, one after another) and its ``get_last_checkpoint`` picks the highest
 N that exists, so a kill during a save leaves a directory that looks like the latest
 checkpoint but is not. Here, after every rank has finished a save, the main process writes
-``complete.json`` into it (atomically: a temp file renamed), listing every file with its size;
-a checkpoint counts only when that marker is there and every listed file still has its size.
+``complete.json`` into it (atomically: a temp file renamed), listing every file with its size
+and SHA-256; a checkpoint counts only when that marker is there and every listed file still
+has its size (``is_complete``, cheap). Before a checkpoint is resumed or a stage is loaded,
+the contents are checked against the hashes too (``corrupted_files``): bit rot or a same-size
+overwrite is caught there, and ``--resume`` falls back to the previous good checkpoint.
 The Trainer's own rotation (``save_total_limit``) runs BEFORE the new marker exists, so it is
 switched off and ``rotate`` below runs after the marker (marker first, then delete old ones:
 some complete checkpoint exists at every moment).
@@ -16,6 +19,7 @@ The same marker at the top of a stage's output_dir says that the final model was
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -31,15 +35,17 @@ from transformers import TrainerCallback
 MARKER = "complete.json"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 _DELETING = ".deleting"
+CORRUPT_PREFIX = "corrupt-"
 
 log = logging.getLogger(__name__)
 
 
 def write_marker(folder: Path, kind: str, step: int, recursive: bool = True) -> None:
-    """List ``folder``'s files (recursively, or its top level) with sizes in ``complete.json``."""
+    """List ``folder``'s files (recursively, or its top level) with size and SHA-256 in
+    ``complete.json``."""
     files = folder.rglob("*") if recursive else folder.iterdir()
     listing = {
-        str(p.relative_to(folder)): p.stat().st_size
+        str(p.relative_to(folder)): {"size": p.stat().st_size, "sha256": file_sha256(p)}
         for p in sorted(files)
         if p.is_file() and p.name != MARKER
     }
@@ -56,10 +62,38 @@ def write_marker(folder: Path, kind: str, step: int, recursive: bool = True) -> 
 def is_complete(folder: Path) -> bool:
     """The marker is there and every file it lists exists with the listed size."""
     try:
-        record = json.loads((folder / MARKER).read_text(encoding="utf-8"))
-        return all((folder / name).stat().st_size == size for name, size in record["files"].items())
+        files = _listing(folder)
+        return all((folder / name).stat().st_size == entry["size"] for name, entry in files.items())
     except (OSError, ValueError, KeyError, TypeError):
         return False
+
+
+def corrupted_files(folder: Path) -> list[str]:
+    """Files of a complete ``folder`` whose contents no longer match the SHA-256 its marker
+    recorded (a marker from before hashes were recorded is checked by size only)."""
+    files = _listing(folder)
+    return [
+        name
+        for name, entry in files.items()
+        if "sha256" in entry and file_sha256(folder / name) != entry["sha256"]
+    ]
+
+
+def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _listing(folder: Path) -> dict[str, dict]:
+    """The marker's files as {name: {"size": ..., "sha256": ...}} (older markers: sizes only)."""
+    record = json.loads((folder / MARKER).read_text(encoding="utf-8"))
+    return {
+        name: entry if isinstance(entry, dict) else {"size": entry}
+        for name, entry in record["files"].items()
+    }
 
 
 def checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
@@ -78,6 +112,35 @@ def latest_checkpoint(output_dir: str | Path) -> Path | None:
     """The complete checkpoint with the highest step, or None."""
     complete = [path for _, path in checkpoints(Path(output_dir)) if is_complete(path)]
     return complete[-1] if complete else None
+
+
+def verified_resume_point(checkpoint: Path) -> Path | None:
+    """``checkpoint`` if its files match their recorded hashes; else, for a ``checkpoint-N``,
+    the newest earlier complete checkpoint beside it that does (or None). Each rejected one is
+    moved aside as ``corrupt-checkpoint-N`` (kept for a look, never resumed) with a message
+    naming its bad files. Main process only: it reads every file once."""
+    checkpoint = Path(checkpoint)
+    match = _CHECKPOINT.match(checkpoint.name)
+    candidates = [checkpoint]
+    if match is not None:
+        earlier = checkpoints(checkpoint.parent)
+        candidates += [p for step, p in reversed(earlier) if step < int(match.group(1))]
+    for path in candidates:
+        if not is_complete(path):
+            continue
+        bad = corrupted_files(path)
+        if not bad:
+            return path
+        aside = path.with_name(f"{CORRUPT_PREFIX}{path.name}")
+        shutil.rmtree(aside, ignore_errors=True)
+        os.replace(path, aside)
+        print(
+            f"[radio-vlm] {path} is corrupted: {', '.join(bad)} changed after the save (content "
+            f"hash differs from {MARKER}); moved aside to {aside.name}. Falling back to the "
+            "previous complete checkpoint.",
+            flush=True,
+        )
+    return None
 
 
 def remove_incomplete(output_dir: str | Path) -> list[Path]:
@@ -135,6 +198,13 @@ def require_complete_stage(folder: str | Path) -> None:
         raise FileNotFoundError(
             f"{folder} holds no finished stage{hint}: {MARKER} is missing or lists files that "
             "changed. Finish that stage (rerun it with --resume) before starting the next."
+        )
+    bad = corrupted_files(folder)
+    if bad:
+        raise ValueError(
+            f"{folder} is corrupted: {', '.join(bad)} changed after the stage saved it (content "
+            f"hash differs from {MARKER}). Restore it from a copy, or rerun that stage from its "
+            "last good checkpoint"
         )
 
 

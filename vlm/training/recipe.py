@@ -127,6 +127,10 @@ class TrainSpec:
         (the latest complete checkpoint if any), true (must find one) or a checkpoint path.
     stop_at_step: save a checkpoint and stop at this step, the schedule still spanning the
         whole run (jobs under a time limit; --resume continues); the stage is not finished.
+    nonfinite: what a non-finite loss or gradient norm does: "error" stops the run naming the
+        step (the last checkpoint is intact); "skip" drops that optimizer step (no update),
+        counts it, and reports the steps in the log and at the end. Not with DeepSpeed, whose
+        engine has stepped before the norm is known.
     training_arguments: any other TrainingArguments fields, passed through as they are.
     """
 
@@ -157,6 +161,7 @@ class TrainSpec:
     lora: LoraSpec = field(default_factory=LoraSpec)
     resume: bool | str = False
     stop_at_step: int | None = None
+    nonfinite: Literal["error", "skip"] = "error"
     training_arguments: dict[str, Any] = field(default_factory=dict)
 
 

@@ -29,6 +29,7 @@ from .checkpoints import (
     is_complete,
     latest_checkpoint,
     remove_incomplete,
+    verified_resume_point,
     write_marker,
 )
 from .loading import build_model
@@ -82,6 +83,8 @@ def train(recipe: Recipe) -> Path:
             save_base(model, processor, base)
         model = apply_lora(model, plans, spec.lora, base, spec.activation_checkpointing)
     args = training_arguments(spec, settings)
+    if checkpoint is not None:
+        checkpoint = verified_checkpoint(checkpoint, main)
     if main:
         remove_incomplete(output_dir)  # killed saves; never chosen by resume_point anyway
         if checkpoint is not None:
@@ -118,11 +121,18 @@ def train(recipe: Recipe) -> Path:
             vlm_data.SkipReportCallback(dataset.report),
         ],
         plans=plans,
+        nonfinite=spec.nonfinite,
     )
     run_info.trainer = trainer
     if spec.stop_at_step is not None:
         trainer.add_callback(StopAtStepCallback(spec.stop_at_step))
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    if main and trainer.skipped_steps:
+        print(
+            f"[radio-vlm] {len(trainer.skipped_steps)} optimizer step(s) skipped for a non-"
+            f"finite gradient (train.nonfinite=skip): steps {trainer.skipped_steps}",
+            flush=True,
+        )
     if main:
         loss_plot(trainer.state.log_history, output_dir / "loss.png", f"stage {recipe.stage}")
     if trainer.state.global_step < trainer.state.max_steps:  # stop_at_step: not finished
@@ -222,6 +232,21 @@ def resolve_bf16(wanted: bool | None, use_cpu: bool) -> bool:
             "mixed_precision in the accelerate config)"
         )
     return wanted
+
+
+def verified_checkpoint(checkpoint: Path, main: bool) -> Path | None:
+    """The resume point after the main process checked its contents against the hashes
+    recorded at save time (falling back to an earlier checkpoint if they differ), the same on
+    every rank. None: no good checkpoint is left, and the stage starts fresh."""
+    chosen = [verified_resume_point(checkpoint) if main else None]
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.broadcast_object_list(chosen, src=0)
+    if main and chosen[0] is None:
+        print(
+            f"[radio-vlm] no uncorrupted checkpoint is left; starting {checkpoint.parent} afresh",
+            flush=True,
+        )
+    return chosen[0]
 
 
 def resume_point(spec: TrainSpec, output_dir: Path) -> Path | None:

@@ -12,6 +12,10 @@ Only two methods are overridden, both minimally:
 - ``_load_from_checkpoint``: ``--resume`` loads the model's weights through
   ``from_pretrained``'s path and refuses any key it cannot place (``vlm.training.resume``);
   the Trainer's own non-strict load drops the RADIO tower's converted keys without a word.
+- ``training_step`` / ``_get_grad_norm``: a non-finite loss or gradient norm stops the run
+  with an error naming the step, or (``train.nonfinite: skip``) drops that optimizer step and
+  counts it. The Trainer itself only hides such losses from the log (``logging_nan_inf_filter``)
+  and steps on.
 - ``_get_train_sampler``: length-grouped sampling reads ``train_dataset.lengths`` instead of
   processing every sample (images included) to measure it, which Trainer does for datasets
   that are not ``datasets.Dataset``.
@@ -20,6 +24,8 @@ Only two methods are overridden, both minimally:
 from __future__ import annotations
 
 import json
+import logging
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -31,13 +37,56 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 from .modules import ModulePlan, param_groups
 from .resume import check_adapter_restored, load_model_weights
 
+logger = logging.getLogger(__name__)
+
 
 class VLMTrainer(Trainer):
     """``Trainer`` whose optimizer has one LR per module (``plans``)."""
 
-    def __init__(self, *args: Any, plans: dict[str, ModulePlan], **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, plans: dict[str, ModulePlan], nonfinite: str = "error", **kwargs: Any
+    ) -> None:
         self.plans = plans
+        self.nonfinite = nonfinite
+        self.skipped_steps: list[int] = []  # optimizer steps dropped for non-finite gradients
         super().__init__(*args, **kwargs)
+        if nonfinite == "skip" and self.is_deepspeed_enabled:
+            raise ValueError(
+                "train.nonfinite=skip cannot work under DeepSpeed (its engine applies the step "
+                "before the gradient norm is known); use nonfinite: error"
+            )
+
+    def training_step(self, model: Any, inputs: Any, num_items_in_batch: Any = None) -> Any:
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if self.nonfinite == "error" and not torch.isfinite(loss).all():
+            raise NonFiniteError(
+                f"the training loss is {loss.item()} at step {self.state.global_step + 1} "
+                f"(epoch {self.state.epoch or 0:.2f}); the model's weights are intact up to the "
+                "last checkpoint. Look for broken samples or too high a learning rate, resume "
+                "with --resume, or set train.nonfinite=skip to drop such steps"
+            )
+        return loss
+
+    def _get_grad_norm(self, model: Any, grad_norm: Any = None) -> Any:
+        norm = super()._get_grad_norm(model, grad_norm)
+        if norm is None or math.isfinite(float(norm)):
+            return norm
+        step = self.state.global_step + 1
+        if self.nonfinite == "error":
+            raise NonFiniteError(
+                f"the gradient norm is {float(norm)} at step {step}; the model's weights are "
+                "intact up to the last checkpoint. Lower the learning rate or check the data, "
+                "or set train.nonfinite=skip to drop such steps"
+            )
+        model.zero_grad(set_to_none=True)  # the optimizer leaves params without grads alone
+        self.skipped_steps.append(step)
+        logger.warning("step %d: non-finite gradient norm, optimizer step skipped", step)
+        return norm
+
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+        if self.skipped_steps:
+            logs["nonfinite_skipped_steps"] = len(self.skipped_steps)
+        super().log(logs, *args, **kwargs)
 
     def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
         if self.optimizer is not None:
@@ -73,6 +122,10 @@ class VLMTrainer(Trainer):
                 lengths=list(dataset.lengths),  # estimated without decoding images
             )
         return super()._get_train_sampler(train_dataset)
+
+
+class NonFiniteError(RuntimeError):
+    """The loss or gradient norm became NaN or infinite (``train.nonfinite: error``)."""
 
 
 class StopAtStepCallback(TrainerCallback):
