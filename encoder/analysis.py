@@ -1,6 +1,6 @@
 """Encoder analysis: scale equivariance (paper A.5, Table 2) and PCA pictures (paper Figure 3).
 
-Pure functions on feature grids; nothing here runs a model (``vlm.encoder_analysis`` does).
+Pure functions on feature grids; nothing here runs a model (``recipes.encoder_analysis`` does).
 
     >>> score = scale_equivariance([g256, g512, g1024])     # each [C, h_i, w_i]; lower = better
     >>> basis = fit_pca([f256, f512, f1024])                 # each [h_i, w_i, C]

@@ -3,10 +3,10 @@
     accelerate launch --config_file recipes/accelerate/zero2.yaml recipes/train.py \\
         recipes/stage1_align.yaml [--override train.max_steps=10 ...] [--resume]
 
-Thin on purpose: parsing, building and training live in vlm.train_cli / vlm.training.
+Thin on purpose: parsing, building and training live in vlm.training.cli / vlm.training.
 """
 
-from vlm.train_cli import main
+from vlm.training.cli import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

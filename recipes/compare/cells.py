@@ -11,8 +11,8 @@ from typing import Any
 
 import torch
 
-from .quickstart_model import TinyParts, tiny_parts, to_pixels, warm_up_encoder
-from .quickstart_train import DataSplits, train_cell, write_data
+from recipes.quickstart.model import TinyParts, tiny_parts, to_pixels, warm_up_encoder
+from recipes.quickstart.training import DataSplits, train_cell, write_data
 
 
 class Context:
@@ -95,7 +95,7 @@ class Context:
 
 def run_cell(context: Context, cell: Any) -> dict[str, Any]:
     """Train (train: tiny) and evaluate one cell; returns its record (cell.json)."""
-    from .evaluation import evaluate
+    from vlm.evaluation import evaluate
 
     grid, settings = context.grid, context.settings
     folder = context.out / "cells" / cell.key
@@ -162,8 +162,8 @@ def _cell_parts(context: Context, cell: Any) -> TinyParts:
 def tokens_and_speed(model_dir: Path, records: list[Any], repeats: int = 3) -> tuple[int, float]:
     """(visual tokens per image, LLM prefill tokens/s on a batch of eval prompts; the encoder
     and compressor are not timed)."""
-    from .data import to_messages
-    from .training import load_stage
+    from vlm.data import to_messages
+    from vlm.training import load_stage
 
     model, processor = load_stage(model_dir)
     convs = [to_messages(r)[:1] for r in records]  # the question turn only

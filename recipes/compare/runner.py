@@ -17,7 +17,7 @@ A grid file (keys map 1:1 onto ``CompareGrid``; unknown keys are errors):
     cells:                      # ... plus these explicit cells (any Cell fields)
       - {compressor: tome, num_tokens: 16, blockwise: true}
     data: {num_train: 3000, num_eval: 300}
-    schedule: {warmup_steps: 300, steps: [60, 120, 240]}     # quickstart_train.Schedule
+    schedule: {warmup_steps: 300, steps: [60, 120, 240]}     # recipes.quickstart.training.Schedule
     eval: {tasks: [textvqa, docvqa, ocrbench], limit: null}
     reconstruction: true        # ToMe vs avg-pool reconstruction error on the same features
 
@@ -45,8 +45,8 @@ from typing import Any
 import yaml
 from tqdm.auto import tqdm
 
-from .quickstart_model import TinySettings
-from .quickstart_train import Schedule
+from recipes.quickstart.model import TinySettings
+from recipes.quickstart.training import Schedule
 
 SUMMARY = (
     "run a grid of encoders x compressors x token budgets (x resolutions): train tiny models "
@@ -144,8 +144,8 @@ def load_grid(path: str | Path, **overrides: Any) -> CompareGrid:
 
 def run_compare(grid: CompareGrid, echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Run every unfinished cell, then write the aggregates; returns results.json's content."""
-    from . import compare_cells as cells_mod
-    from . import compare_report
+    from recipes.compare import cells as cells_mod
+    from recipes.compare import report as compare_report
 
     out = Path(grid.out or f"runs/compare/{grid.name}")
     out.mkdir(parents=True, exist_ok=True)

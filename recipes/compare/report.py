@@ -10,7 +10,7 @@ from typing import Any
 
 from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global state
 
-from .quickstart_report import HEADLINE, scores
+from recipes.quickstart.report import HEADLINE, scores
 
 
 def cell_line(record: Mapping[str, Any]) -> str:

@@ -66,7 +66,7 @@ def _launch(args: argparse.Namespace) -> int:
     command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", args.accelerate]
     if args.num_processes is not None:
         command += ["--num_processes", str(args.num_processes)]
-    command += ["-m", "vlm.train_cli", args.recipe]
+    command += ["-m", "vlm.training.cli", args.recipe]
     for item in args.override:
         command += ["--override", item]
     if args.resume is not None:
@@ -75,7 +75,7 @@ def _launch(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry for `accelerate launch recipes/train.py` and `python -m vlm.train_cli`."""
+    """Entry for `accelerate launch recipes/train.py` and `python -m vlm.training.cli`."""
     parser = argparse.ArgumentParser(prog="train", description=SUMMARY)
     add_arguments(parser)
     args = parser.parse_args(argv)

@@ -9,7 +9,7 @@ import sys
 import pytest
 from PIL import Image
 
-from vlm.cli import main
+from recipes.cli import main
 
 
 def test_merge_demo_writes_pictures_and_a_table(tmp_path, capsys):
@@ -56,6 +56,6 @@ def test_merge_demo_on_a_user_image_and_a_broken_one(tmp_path):
 
 def test_console_script_is_installed_and_lists_subcommands():
     result = subprocess.run(
-        [sys.executable, "-m", "vlm.cli", "--help"], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "recipes.cli", "--help"], capture_output=True, text=True, check=True
     )
     assert "merge-demo" in result.stdout

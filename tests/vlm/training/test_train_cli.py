@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from train_helpers import TINY
 
-from vlm.cli import build_parser, main
+from recipes.cli import build_parser, main
 from vlm.training import RecipeError
 
 

@@ -61,12 +61,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .evaluation.local_tasks import kinds_of, resolve_tasks
+    from vlm.evaluation.local_tasks import kinds_of, resolve_tasks
 
     names = resolve_tasks(args.tasks.split(","), local=args.data is not None)
     if args.write_tasks is not None:
         return _write_tasks(args, names, kinds_of(names))
-    from .evaluation.runner import default_output_dir, evaluate
+    from vlm.evaluation.runner import default_output_dir, evaluate
 
     out = args.out or default_output_dir(args.pretrained)
     metrics = evaluate(
@@ -88,9 +88,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _write_tasks(args: argparse.Namespace, names: list[str], kinds: list[str]) -> int:
-    from .evaluation.local_tasks import write_task_dir
-    from .evaluation.manifest import MODEL_ID
-    from .evaluation.schemas import check_data_dir
+    from vlm.evaluation.local_tasks import write_task_dir
+    from vlm.evaluation.manifest import MODEL_ID
+    from vlm.evaluation.schemas import check_data_dir
 
     if args.data is None or not kinds:
         print("--write-tasks needs --data and at least one offline task", file=sys.stderr)

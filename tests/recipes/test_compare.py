@@ -7,8 +7,8 @@ import json
 import pytest
 from PIL import Image
 
-from vlm import compare_cells
-from vlm.compare import Cell, CompareGrid, load_grid, run_compare
+from recipes.compare import cells as compare_cells
+from recipes.compare.runner import Cell, CompareGrid, load_grid, run_compare
 
 
 def _fake_record(cell: Cell) -> dict:
@@ -136,7 +136,7 @@ def test_shipped_grids_load():
 def test_real_two_cell_grid_then_skip(tmp_path, monkeypatch):
     """Tiny training + lmms-eval for block-wise ToMe and ToMe at a larger resolution; the
     re-run trains nothing."""
-    from vlm.quickstart_train import Schedule
+    from recipes.quickstart.training import Schedule
 
     grid = CompareGrid(
         name="real",
@@ -174,7 +174,7 @@ def test_real_two_cell_grid_then_skip(tmp_path, monkeypatch):
 
 
 def test_accuracy_plot_lines_for_several_budgets_bars_for_one(tmp_path):
-    from vlm.compare_report import accuracy_plot
+    from recipes.compare.report import accuracy_plot
 
     several = [_fake_record(Cell(num_tokens=k)) for k in (4, 16)]
     one = [_fake_record(Cell(compressor=c)) for c in ("tome", "avgpool")]

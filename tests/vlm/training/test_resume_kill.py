@@ -1,7 +1,7 @@
 """kill -9 in the middle of training, then --resume: the losses continue exactly as an
 uninterrupted run's (same seed), step for step, and the final weights of every module are
 bit-identical. The stage is SFT: the encoder, projector and LLM all train, so a resume that
-restored only some of them (the Trainer's own loader drops the RADIO tower's keys) fails. Runs `python -m vlm.train_cli` (what
+restored only some of them (the Trainer's own loader drops the RADIO tower's keys) fails. Runs `python -m vlm.training.cli` (what
 `radio-vlm train` runs) in subprocesses."""
 
 from __future__ import annotations

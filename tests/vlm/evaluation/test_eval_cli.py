@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import needs_runnable_lmms_eval
 
-from vlm.cli import main
+from recipes.cli import main
 from vlm.evaluation.local_tasks import write_task_dir
 
 THREE = {

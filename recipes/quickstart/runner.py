@@ -8,7 +8,7 @@ Steps (one summary line each; outputs under --out, default runs/quickstart):
  1. data:     synthdoc train split (LLaVA JSON, + a blank-image twin) and eval split in the
               three lmms-eval schemas (``radio-vlm export-eval-data`` layout, + blank twin).
  2. model:    tiny RADIO-architecture encoder, MLP projector, tiny Qwen2, local tokenizer.
- 3. stage 0:  supervised encoder warm-up (word classification; see vlm.quickstart_model).
+ 3. stage 0:  supervised encoder warm-up (word classification; see recipes.quickstart.model).
  4. train:    per compared setting, align -> pretrain -> SFT through vlm.training.train (the
               code behind recipes/train.py); the ToMe model is the demo's main model.
  5. evaluate: lmms-eval (vlm.evaluate) on textvqa_val_local, docvqa_val_local, ocrbench_local.
@@ -28,8 +28,8 @@ from typing import Any
 
 import torch
 
-from .quickstart_model import TinySettings, tiny_parts, warm_up_encoder
-from .quickstart_train import Schedule, train_cell, write_data
+from recipes.quickstart.model import TinySettings, tiny_parts, warm_up_encoder
+from recipes.quickstart.training import Schedule, train_cell, write_data
 
 SUMMARY = (
     "train a tiny VLM to read synthetic documents on CPU, evaluate it with lmms-eval and "
@@ -89,7 +89,7 @@ class StepLog:
 
 def run_quickstart(options: QuickstartOptions, echo: Callable[[str], None] = print) -> dict:
     """Run the demo; returns (and writes) results.json's content."""
-    from . import quickstart_report as report
+    from recipes.quickstart import report
 
     unknown = sorted(set(options.methods) - set(METHODS))
     if unknown or "tome" not in options.methods:
@@ -167,7 +167,7 @@ def run_quickstart(options: QuickstartOptions, echo: Callable[[str], None] = pri
     )
 
     def evaluate_all() -> dict[str, dict]:
-        from .evaluation import evaluate
+        from vlm.evaluation import evaluate
 
         metrics = {}
         for method, cell in runs.items():

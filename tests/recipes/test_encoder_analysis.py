@@ -12,8 +12,8 @@ from PIL import Image, ImageDraw
 
 from encoder import build_encoder
 from encoder.analysis import scale_equivariance
-from vlm.cli import main
-from vlm.encoder_analysis import encode_at_resolutions
+from recipes.cli import main
+from recipes.encoder_analysis import encode_at_resolutions
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "radio" / "b-like"  # max 512 px, patch 16
 RESOLUTIONS = [128, 256, 512]

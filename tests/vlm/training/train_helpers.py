@@ -12,7 +12,7 @@ import torch
 
 from vlm.training import Recipe, load_recipe
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 TINY = REPO / "recipes" / "tiny"
 STAGES = ("stage1_align", "stage2_pretrain", "stage3_sft")
 
@@ -45,8 +45,8 @@ def child_env(threads: int = 1) -> dict[str, str]:
 
 
 def train_command(recipe: Path, *args: str) -> list[str]:
-    """`python -m vlm.train_cli RECIPE ARGS` (what `radio-vlm train` runs)."""
-    return [sys.executable, "-m", "vlm.train_cli", str(recipe), *args]
+    """`python -m vlm.training.cli RECIPE ARGS` (what `radio-vlm train` runs)."""
+    return [sys.executable, "-m", "vlm.training.cli", str(recipe), *args]
 
 
 def accelerate_command(config: str, recipe: Path, *args: str, processes: int = 2) -> list[str]:

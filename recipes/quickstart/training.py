@@ -21,8 +21,8 @@ from typing import Any
 import torch
 from PIL import Image
 
-from .data import SynthDocConfig, generate_records, to_messages, write_llava, write_lmms_eval
-from .quickstart_model import TinyParts, TinySettings, assemble
+from recipes.quickstart.model import TinyParts, TinySettings, assemble
+from vlm.data import SynthDocConfig, generate_records, to_messages, write_llava, write_lmms_eval
 
 STAGES = ("align", "pretrain", "sft")
 
@@ -117,7 +117,7 @@ def write_data(
 
 def save_stage(model: Any, processor: Any, folder: Path, steps: int, info: dict) -> Path:
     """Save a model as a finished stage (``complete.json``) that ``init_from`` accepts."""
-    from .training.checkpoints import write_marker
+    from vlm.training.checkpoints import write_marker
 
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
@@ -197,8 +197,8 @@ def train_cell(
     are kept (re-runs skip them)."""
     import time
 
-    from .training import recipe_from_dict, train
-    from .training.checkpoints import is_complete
+    from vlm.training import recipe_from_dict, train
+    from vlm.training.checkpoints import is_complete
 
     out = Path(out)
     stage0, seconds = out / "stage0", {}
@@ -232,7 +232,7 @@ def quick_accuracy(
 ) -> dict[str, float]:
     """Greedy exact-match accuracy per style (lower-cased, stripped) on ``records``: a fast
     check for calibration; the demo's numbers come from lmms-eval."""
-    from .training import load_stage
+    from vlm.training import load_stage
 
     model, processor = load_stage(model_dir)
     model.eval()

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from train_helpers import losses, tiny_recipe
 from transformers import AutoModelForImageTextToText
 
-from vlm.cli import main
+from recipes.cli import main
 from vlm.modeling import VisionLanguageModel
 from vlm.training import load_stage, train
 from vlm.training.checkpoints import MARKER

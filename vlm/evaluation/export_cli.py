@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        from .data import SynthDocConfig, generate_records, write_lmms_eval
+        from vlm.data import SynthDocConfig, generate_records, write_lmms_eval
     except ImportError as err:
         print(
             f"radio-vlm export-eval-data needs vlm.data's synthdoc generator and lmms-eval "
@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    from .evaluation.schemas import check_data_dir
+    from vlm.evaluation.schemas import check_data_dir
 
     write_lmms_eval(generate_records(args.num, SynthDocConfig(seed=args.seed)), args.out)
     counts = check_data_dir(args.out)

@@ -65,7 +65,16 @@ def test_zero_with_two_cpu_processes_then_resume(tmp_path, stage):
     else:  # the same launch through `radio-vlm train --accelerate`
         accelerate = ["--accelerate", "recipes/accelerate/zero3.yaml", "--num-processes", "2"]
         second = run(
-            [sys.executable, "-m", "vlm.cli", "train", str(recipe), *args, *accelerate, "--resume"]
+            [
+                sys.executable,
+                "-m",
+                "recipes.cli",
+                "train",
+                str(recipe),
+                *args,
+                *accelerate,
+                "--resume",
+            ]
         )
     info = launched(out)
     assert (info["distributed_type"], info["num_processes"], info["zero_stage"]) == (

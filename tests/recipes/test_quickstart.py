@@ -11,10 +11,10 @@ import math
 import pytest
 from PIL import Image
 
-from vlm.cli import build_parser
-from vlm.quickstart import QuickstartOptions, run_quickstart
-from vlm.quickstart_model import TinySettings
-from vlm.quickstart_train import Schedule
+from recipes.cli import build_parser
+from recipes.quickstart.model import TinySettings
+from recipes.quickstart.runner import QuickstartOptions, run_quickstart
+from recipes.quickstart.training import Schedule
 
 METHODS = ("tome", "unshuffle", "blind")
 
@@ -118,9 +118,9 @@ def test_settings_budget_per_method():
 
 
 def test_stage0_takes_its_input_sizes_in_turn(tmp_path):
+    from recipes.quickstart.model import tiny_parts, warm_up_encoder
+    from recipes.quickstart.training import synthdoc_config
     from vlm.data.synthdoc import generate_records
-    from vlm.quickstart_model import tiny_parts, warm_up_encoder
-    from vlm.quickstart_train import synthdoc_config
 
     settings = TinySettings(image_size=128)
     records = list(generate_records(8, synthdoc_config(settings, 0)))

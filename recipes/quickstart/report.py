@@ -174,10 +174,9 @@ def accuracy_plot(results: Mapping[str, Any], path: Path) -> Path:
 def encoder_pictures(model_dir: Path, records: Sequence[Any], out: Path) -> list[Path]:
     """tome_merge.png and encoder_pca.png from the trained ToMe model's encoder."""
     from encoder.analysis import fit_pca, pca_image
+    from recipes.quickstart.model import to_pixels
     from token_merge import compress, visualize
-
-    from .quickstart_model import to_pixels
-    from .training import load_stage
+    from vlm.training import load_stage
 
     model, processor = load_stage(model_dir)
     size = processor.image_processor.resolution

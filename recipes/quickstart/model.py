@@ -28,10 +28,9 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from encoder import VisionEncoder, build_encoder
-
-from .build import build_vlm
-from .modeling import VisionLanguageModel
-from .processing import VLMProcessor
+from vlm.build import build_vlm
+from vlm.modeling import VisionLanguageModel
+from vlm.processing import VLMProcessor
 
 # 20 synthdoc words that the tiny BPE tokenizer (vlm.testing.tiny_tokenizer) spells in one or
 # two tokens, so an answer is at most two generated tokens + end of turn.
@@ -111,7 +110,7 @@ def tiny_parts(settings: TinySettings, folder: str | Path, *, seed: int = 0) -> 
     """A tiny RADIO-architecture encoder (written in NVIDIA's hub format under ``folder`` and
     loaded by ``encoder.build_encoder``, as a real one would be), a tiny Qwen2 LLM and the
     locally trained tokenizer (``vlm.testing``)."""
-    from .testing import tiny_llm, tiny_tokenizer, write_tiny_radio
+    from vlm.testing import tiny_llm, tiny_tokenizer, write_tiny_radio
 
     radio = write_tiny_radio(
         Path(folder) / "tiny_radio",

@@ -9,16 +9,13 @@ from __future__ import annotations
 import argparse
 from importlib.metadata import PackageNotFoundError, version
 
-from . import (
-    compare,
-    encoder_analysis,
-    eval_cli,
-    eval_data_cli,
-    merge_demo,
-    merge_lora,
-    quickstart,
-    train_cli,
-)
+from recipes import encoder_analysis, merge_demo
+from recipes.compare import runner as compare
+from recipes.quickstart import runner as quickstart
+from vlm.evaluation import cli as eval_cli
+from vlm.evaluation import export_cli as eval_data_cli
+from vlm.training import cli as train_cli
+from vlm.training import merge_cli as merge_lora
 
 # name -> (module, one-line help); later issues add train, eval, compare, quickstart, ...
 SUBCOMMANDS = {
