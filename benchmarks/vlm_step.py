@@ -32,7 +32,7 @@ from transformers import (
 )
 
 import vlm
-from vlm.testing import tiny_tokenizer
+from vlm.tiny import tiny_tokenizer
 
 
 def configs(quick: bool) -> tuple[CLIPVisionConfig, Qwen2Config]:

@@ -32,7 +32,7 @@ from vlm.build import build_vlm
 from vlm.modeling import VisionLanguageModel
 from vlm.processing import VLMProcessor
 
-# 20 synthdoc words that the tiny BPE tokenizer (vlm.testing.tiny_tokenizer) spells in one or
+# 20 synthdoc words that the tiny BPE tokenizer (vlm.tiny.tiny_tokenizer) spells in one or
 # two tokens, so an answer is at most two generated tokens + end of turn.
 VOCABULARY = (
     "table", "cat", "pen", "car", "hat", "tree", "rain", "apple", "stone", "green",
@@ -109,8 +109,9 @@ class TinyParts:
 def tiny_parts(settings: TinySettings, folder: str | Path, *, seed: int = 0) -> TinyParts:
     """A tiny RADIO-architecture encoder (written in NVIDIA's hub format under ``folder`` and
     loaded by ``encoder.build_encoder``, as a real one would be), a tiny Qwen2 LLM and the
-    locally trained tokenizer (``vlm.testing``)."""
-    from vlm.testing import tiny_llm, tiny_tokenizer, write_tiny_radio
+    locally trained tokenizer (``vlm.tiny``)."""
+    from encoder.tiny import write_tiny_radio
+    from vlm.tiny import tiny_llm, tiny_tokenizer
 
     radio = write_tiny_radio(
         Path(folder) / "tiny_radio",

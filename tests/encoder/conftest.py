@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tiny_models import FAMILIES, ODD_PREPROCESSOR, RAW_CLASSES, tiny_tower_checkpoint
+
+from encoder.tiny import FAMILIES, ODD_PREPROCESSOR, RAW_CLASSES, tiny_tower_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_models import tiny_tower_checkpoint
 
 from encoder import attention_keys, load_radio, load_tower
 from encoder.base import EncoderOutput, VisionEncoder
+from encoder.tiny import tiny_tower_checkpoint
 from token_merge import compress
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "radio" / "b-like"

@@ -8,7 +8,7 @@ import math
 
 import pytest
 import torch
-from transformers import RadioConfig, RadioModel
+from transformers import RadioModel
 
 from encoder.blockwise_tome import (
     BlockParts,
@@ -22,26 +22,12 @@ from encoder.blockwise_tome import (
     proportional_attention,
     radio_adapter,
 )
+from encoder.tiny import tiny_radio_model
 from token_merge import alternating_destinations, bipartite_soft_matching, merge_tokens
 
 PATCH = 16
 PREFIX = 4  # 2 cls + 2 registers
 TOL = {"rtol": 0, "atol": 1e-5}
-
-
-def tiny_radio(num_layers: int = 4, seed: int = 0) -> RadioModel:
-    torch.manual_seed(seed)
-    config = RadioConfig(
-        hidden_size=32,
-        num_hidden_layers=num_layers,
-        num_attention_heads=4,
-        num_cls_tokens=2,
-        num_registers=2,
-        patch_size=PATCH,
-        max_img_size=256,
-        summary_idxs=[0, 1],
-    )
-    return RadioModel(config).eval()
 
 
 def pixels(batch: int, h: int, w: int, seed: int = 1) -> torch.Tensor:
@@ -50,7 +36,7 @@ def pixels(batch: int, h: int, w: int, seed: int = 1) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def model() -> RadioModel:
-    return tiny_radio()
+    return tiny_radio_model()
 
 
 # --------------------------------------------------------------------------- no merging
@@ -141,7 +127,7 @@ def reference(model: RadioModel, x: torch.Tensor, schedule: list[int]) -> torch.
 
 
 def test_matches_an_eager_reference():
-    net = tiny_radio(num_layers=3, seed=5)
+    net = tiny_radio_model(num_layers=3, seed=5)
     x = pixels(2, 6, 10, seed=6)
     schedule = [20, 15, 10]
     with torch.no_grad():
@@ -177,7 +163,7 @@ def test_matches_an_eager_reference():
     ],
 )
 def test_exactly_k_tokens_sizes_and_assignment(model, h, w, k, layers):
-    net = model if layers == 4 else tiny_radio(layers)
+    net = model if layers == 4 else tiny_radio_model(layers)
     b, n = 2, h * w
     with torch.no_grad():
         out = blockwise_tome_forward(net, pixels(b, h, w, seed=k), num_tokens=k)

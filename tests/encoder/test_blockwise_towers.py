@@ -10,7 +10,12 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from tiny_models import (
+from transformers.models.siglip2.image_processing_siglip2 import convert_image_to_patches
+
+from encoder import HFVisionTower, build_encoder, load_tower
+from encoder.blockwise_tome import merge_schedule
+from encoder.blockwise_towers import attention_pool, blockwise_tower_forward, tower_adapter
+from encoder.tiny import (
     DEPTH,
     FAMILIES,
     NUM_REGISTERS,
@@ -19,11 +24,6 @@ from tiny_models import (
     WIDTH,
     tiny_tower_checkpoint,
 )
-from transformers.models.siglip2.image_processing_siglip2 import convert_image_to_patches
-
-from encoder import HFVisionTower, build_encoder, load_tower
-from encoder.blockwise_tome import merge_schedule
-from encoder.blockwise_towers import attention_pool, blockwise_tower_forward, tower_adapter
 from token_merge import alternating_destinations, bipartite_soft_matching
 
 PREFIX = {"clip": 1, "siglip": 0, "siglip2": 0, "dinov2": 1, "dinov2_reg": 1 + NUM_REGISTERS}

@@ -8,16 +8,6 @@ import json
 import huggingface_hub
 import pytest
 import torch
-from tiny_models import (
-    DEPTH,
-    FAMILIES,
-    NUM_REGISTERS,
-    ODD_PREPROCESSOR,
-    PATCH,
-    RAW_CLASSES,
-    WIDTH,
-    tiny_tower_checkpoint,
-)
 from transformers import (
     CLIPModel,
     Siglip2Model,
@@ -36,6 +26,16 @@ from encoder import (
     build_encoder,
     load_tower,
     registry_names,
+)
+from encoder.tiny import (
+    DEPTH,
+    FAMILIES,
+    NUM_REGISTERS,
+    ODD_PREPROCESSOR,
+    PATCH,
+    RAW_CLASSES,
+    WIDTH,
+    tiny_tower_checkpoint,
 )
 
 FULL_CLASSES = {"clip": CLIPModel, "siglip": SiglipModel, "siglip2": Siglip2Model}

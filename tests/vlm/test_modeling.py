@@ -1,4 +1,4 @@
-"""VisionLanguageModel + VLMProcessor end to end on tiny random parts (vlm.testing)."""
+"""VisionLanguageModel + VLMProcessor end to end on tiny random parts (vlm.tiny)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from tiny_models import tiny_tower_checkpoint
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 import vlm
-from vlm.testing import tiny_llm, tiny_tokenizer, write_tiny_radio
+from encoder.tiny import tiny_tower_checkpoint, write_tiny_radio
+from vlm.tiny import tiny_llm, tiny_tokenizer
 
 
 @pytest.fixture(scope="module")

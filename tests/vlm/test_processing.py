@@ -11,7 +11,7 @@ from PIL import Image
 from encoder.image_processing import ImageProcessor
 from token_merge import TokenCompressor
 from vlm.processing import ChatTemplateError, SampleTooLongError, VLMProcessor
-from vlm.testing import tiny_tokenizer
+from vlm.tiny import tiny_tokenizer
 
 EOT = {"chatml": "<|im_end|>", "llama3": "<|eot_id|>"}
 SYSTEM = "Answer in one short sentence."

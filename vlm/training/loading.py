@@ -6,7 +6,7 @@
 A finished stage directory holds either a plain model (``save_pretrained``: config.json +
 weights) or, after a LoRA stage, a PEFT adapter (adapter_config.json) over a base model;
 ``load_stage`` loads both kinds (merging the adapter in memory) so stages chain either way.
-The "tiny" specs build the random test parts of ``vlm.testing`` (no files, no network).
+The "tiny" specs build the random test parts of ``vlm.tiny`` (no files, no network).
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ def _build(
     with tempfile.TemporaryDirectory(prefix="radio-vlm-tiny-") as tmp:
         encoder = spec.encoder
         if encoder == "tiny":
-            from vlm.testing import write_tiny_radio
+            from encoder.tiny import write_tiny_radio
 
             encoder = write_tiny_radio(Path(tmp) / "radio")
         return build_vlm(
@@ -129,11 +129,11 @@ def _build(
 
 
 def _llm(name: str, dtype: torch.dtype | None) -> tuple[PreTrainedModel | str, Any]:
-    """ "tiny" / "tiny:<arch>" -> (model, tokenizer) from vlm.testing; anything else -> (hub
+    """ "tiny" / "tiny:<arch>" -> (model, tokenizer) from vlm.tiny; anything else -> (hub
     id or folder, None) for build_vlm to load with its tokenizer."""
     if not (name == "tiny" or name.startswith("tiny:")):
         return name, None
-    from vlm.testing import ARCH_TEMPLATE, tiny_llm, tiny_tokenizer
+    from vlm.tiny import ARCH_TEMPLATE, tiny_llm, tiny_tokenizer
 
     arch = name.partition(":")[2] or "qwen2"
     if arch not in ARCH_TEMPLATE:

@@ -51,8 +51,8 @@ class ModelSpec:
     previous stage's saved run directory (``init_from``), never both.
 
     encoder: an ``encoder.build_encoder`` spec ("radio_v2.5-h", hub id, folder) or "tiny"
-             (the random test RADIO of ``vlm.testing``).
-    llm:     a causal-LM hub id or folder, or "tiny" / "tiny:llama" (``vlm.testing``).
+             (the random test RADIO of ``vlm.tiny``).
+    llm:     a causal-LM hub id or folder, or "tiny" / "tiny:llama" (``vlm.tiny``).
     resolution: longest image side the processor resizes to (None: the encoder's preferred).
     compressor / num_tokens / compressor_options: the token merger and its budget K.
     projector: ``VLMConfig.projector`` settings (layer_norm, hidden_size, act).

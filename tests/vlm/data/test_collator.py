@@ -8,8 +8,9 @@ import torch
 from PIL import Image
 
 import vlm
+from encoder.tiny import write_tiny_radio
 from vlm.data import DataConfig, SampleEncoder, SkipReport, VLMCollator, build_dataset, pack_rows
-from vlm.testing import tiny_llm, tiny_tokenizer, write_tiny_radio
+from vlm.tiny import tiny_llm, tiny_tokenizer
 
 
 @pytest.fixture(scope="module")

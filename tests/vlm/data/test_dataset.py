@@ -25,7 +25,7 @@ from vlm.data import (
 from vlm.data.images import fit_budget, open_image
 from vlm.data.skips import SkipSample
 from vlm.processing import VLMProcessor
-from vlm.testing import tiny_tokenizer
+from vlm.tiny import tiny_tokenizer
 
 MAX_LENGTH = 96
 

@@ -14,9 +14,10 @@ import pytest
 from PIL import Image
 
 import vlm
+from encoder.tiny import write_tiny_radio
 from vlm.evaluation.runner import FILELOCK_HINT
 from vlm.evaluation.schemas import build_local_dataset
-from vlm.testing import tiny_llm, tiny_tokenizer, write_tiny_radio
+from vlm.tiny import tiny_llm, tiny_tokenizer
 
 # simple_evaluate fails on filelock 4 (lmms-eval 0.7.3 imports filelock._api)
 needs_runnable_lmms_eval = pytest.mark.skipif(

@@ -8,7 +8,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import vlm
-from vlm.testing import tiny_llm, tiny_tokenizer, write_tiny_radio
+from encoder.tiny import write_tiny_radio
+from vlm.tiny import tiny_llm, tiny_tokenizer
 from vlm.training.resume import ResumeError, load_model_weights
 
 

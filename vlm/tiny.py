@@ -1,12 +1,12 @@
-"""Tiny random models for tests, benchmarks and demos: the one place that builds them.
+"""Tiny random language models and tokenizers: what the quickstart trains, what the "tiny"
+recipe specs build, and what tests and benchmarks run on. The vision side's tiny towers are
+``encoder.tiny``'s.
 
 Everything is built locally from a bundled text sample and seeded random weights; nothing
 touches the network, and the same arguments give the same bytes.
 
     >>> tok = tiny_tokenizer("chatml")                 # byte-level BPE, ~1k vocab, Qwen2-style
     >>> llm = tiny_llm("qwen2", vocab_size=len(tok))   # 2 layers, hidden 64
-    >>> radio_dir = write_tiny_radio(tmp / "radio")     # NVIDIA hub format, loads with load_radio
-    >>> llm_dir = write_tiny_llm(tmp / "llm", "llama")  # model + tokenizer (Llama-3 template)
 
 Chat templates (``TEMPLATES``) follow the two families most LLMs use:
 
@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerFast
 
@@ -166,120 +165,3 @@ def tiny_llm(
         torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_config(config)
     return model.eval()
-
-
-def write_tiny_llm(
-    folder: str | Path,
-    arch: str = "qwen2",
-    *,
-    template: str | None = None,
-    seed: int = 0,
-    **overrides: Any,
-) -> Path:
-    """Save a tiny LLM and its tokenizer together into ``folder`` (a local "hub" directory that
-    ``AutoModelForCausalLM`` / ``AutoTokenizer.from_pretrained`` read); returns the folder.
-
-    template: the tokenizer's chat template family; default the one matching ``arch``.
-    """
-    template = template or ARCH_TEMPLATE.get(arch, "chatml")
-    tok = tiny_tokenizer(template)
-    ids = {
-        "bos_token_id": tok.bos_token_id,
-        "eos_token_id": tok.eos_token_id,
-        "pad_token_id": tok.pad_token_id,
-    }
-    model = tiny_llm(arch, len(tok), seed=seed, **(ids | overrides))
-    folder = Path(folder)
-    model.save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return folder
-
-
-# --------------------------------------------------------------------------- RADIO
-
-
-def write_tiny_radio(
-    folder: str | Path,
-    *,
-    hidden_size: int = 64,
-    depth: int = 2,
-    heads: int = 4,
-    patch_size: int = 16,
-    max_resolution: int = 512,
-    preferred_resolution: int = 64,
-    seed: int = 0,
-) -> Path:
-    """Write a tiny random RADIOv2.5-style checkpoint in NVIDIA's hub format into ``folder``.
-
-    config.json: the reference code's training ``args`` (``vit_base_patch16_224`` shrunk by
-    ``model_kwargs``; two teachers with one cls token each, padded with registers to a multiple
-    of 8; a position table for ``max_resolution``) + ``version``, ``patch_size``,
-    ``max_resolution``, ``preferred_resolution``. model.safetensors: ``radio_model.*`` keys
-    (patch generator, ViT blocks with fused qkv, input conditioner, summary_idxs), float32,
-    drawn from a seeded generator. Loads with ``encoder.load_radio(folder)``.
-    """
-    if hidden_size % heads:
-        raise ValueError(f"hidden_size {hidden_size} must be divisible by heads {heads}")
-    if max_resolution % patch_size:
-        raise ValueError(
-            f"max_resolution {max_resolution} must be a multiple of patch_size {patch_size}"
-        )
-    teachers = [
-        {"name": "clip", "type": "open_clip", "use_summary": True, "feature_distillation": True},
-        {"name": "dino_v2", "type": "dino_v2", "use_summary": True, "feature_distillation": True},
-    ]
-    register_multiple = 8
-    num_prefix = len(teachers) + (register_multiple - len(teachers) % register_multiple)
-    args = {
-        "model": "vit_base_patch16_224",
-        "model_kwargs": {"embed_dim": hidden_size, "depth": depth, "num_heads": heads},
-        "cpe_max_size": max_resolution,
-        "cls_token_per_teacher": True,
-        "teachers": teachers,
-        "register_multiple": register_multiple,
-        "feature_summarizer": "cls_token",
-        "dtype": "float32",
-    }
-    config = {
-        "architectures": ["RADIOModel"],
-        "args": args,
-        "version": "radio_v2.5-b",
-        "patch_size": patch_size,
-        "max_resolution": max_resolution,
-        "preferred_resolution": [preferred_resolution, preferred_resolution],
-        "adaptor_names": None,
-    }
-    gen = torch.Generator().manual_seed(seed)
-
-    def randn(*shape: int, std: float = 0.02, mean: float = 0.0) -> torch.Tensor:
-        return torch.randn(*shape, generator=gen) * std + mean
-
-    c, p, grid = hidden_size, patch_size, max_resolution // patch_size
-    vit = "radio_model.model."
-    tensors = {
-        f"{vit}patch_generator.embedder.weight": randn(c, 3 * p * p, std=(3 * p * p) ** -0.5),
-        f"{vit}patch_generator.pos_embed": randn(1, grid * grid, c),
-        f"{vit}patch_generator.cls_token.token": randn(num_prefix, c),
-        "radio_model.input_conditioner.norm_mean": torch.tensor([0.48, 0.46, 0.41]).view(3, 1, 1),
-        "radio_model.input_conditioner.norm_std": torch.tensor([0.27, 0.26, 0.28]).view(3, 1, 1),
-        "radio_model.summary_idxs": torch.arange(len(teachers), dtype=torch.int64),
-    }
-    shapes = {"attn.qkv": (3 * c, c), "attn.proj": (c, c), "mlp.fc1": (4 * c, c)}
-    shapes["mlp.fc2"] = (c, 4 * c)
-    for i in range(depth):
-        block = f"{vit}blocks.{i}."
-        for norm in ("norm1", "norm2"):  # non-trivial norms, so a missed one shows
-            tensors[f"{block}{norm}.weight"] = randn(c, std=0.1, mean=1.0)
-            tensors[f"{block}{norm}.bias"] = randn(c, std=0.1)
-        for name, (out, inp) in shapes.items():
-            tensors[f"{block}{name}.weight"] = randn(out, inp, std=inp**-0.5)
-            tensors[f"{block}{name}.bias"] = randn(out, std=0.02)
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    save_file(
-        {k: v.contiguous() for k, v in tensors.items()},
-        folder / "model.safetensors",
-        metadata={"format": "pt"},
-    )
-    return folder

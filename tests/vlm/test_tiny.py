@@ -1,4 +1,4 @@
-"""The tiny-model factory: tokenizers with real chat-template families, LLMs, RADIO folders."""
+"""vlm.tiny: tokenizers with real chat-template families, LLMs; and encoder.tiny's RADIO folders."""
 
 from __future__ import annotations
 
@@ -7,16 +7,11 @@ import json
 import pytest
 import torch
 from safetensors import safe_open
-from transformers import AutoModelForCausalLM, AutoTokenizer, RadioModel
+from transformers import RadioModel
 
 from encoder import load_radio, radio_config_from_args
-from vlm.testing import (
-    _cached_tokenizer,
-    tiny_llm,
-    tiny_tokenizer,
-    write_tiny_llm,
-    write_tiny_radio,
-)
+from encoder.tiny import write_tiny_radio
+from vlm.tiny import _cached_tokenizer, tiny_llm, tiny_tokenizer
 
 CHAT = [
     {"role": "system", "content": "Be brief."},
@@ -88,20 +83,6 @@ def test_tiny_llm_is_small_seeded_and_runs(arch):
     assert other.config.vocab_size == 300 and other.config.tie_word_embeddings
     ids = torch.tensor([tok.encode("The answer is 42.", add_special_tokens=False)])
     assert model(ids).logits.shape == (1, ids.shape[1], len(tok))
-
-
-def test_write_tiny_llm_is_a_loadable_hub_folder(tmp_path):
-    folder = write_tiny_llm(tmp_path / "llm", "llama")
-    model = AutoModelForCausalLM.from_pretrained(folder)
-    tok = AutoTokenizer.from_pretrained(folder)
-    reference = tiny_tokenizer("llama3")
-    assert type(model).__name__ == "LlamaForCausalLM" and len(tok) == model.config.vocab_size
-    assert tok.get_vocab() == reference.get_vocab()
-    assert tok.apply_chat_template(CHAT, tokenize=False) == reference.apply_chat_template(
-        CHAT, tokenize=False
-    )
-    for p, q in zip(model.parameters(), tiny_llm("llama").parameters(), strict=True):
-        assert torch.equal(p, q)
 
 
 def test_write_tiny_radio_has_the_hub_format_and_loads_without_missing_keys(tmp_path):
