@@ -22,7 +22,8 @@ import torch
 from PIL import Image
 
 from recipes.quickstart.model import TinyParts, TinySettings, assemble
-from vlm.data import SynthDocConfig, generate_records, to_messages, write_llava, write_lmms_eval
+from vlm.data import SynthDocConfig, generate_records, to_messages, write_llava
+from vlm.evaluation.export import write_lmms_eval
 
 STAGES = ("align", "pretrain", "sft")
 

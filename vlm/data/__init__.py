@@ -39,14 +39,12 @@ from .synthdoc import (
     plan_record,
     to_messages,
 )
-from .writers import LMMS_EVAL_FEATURES, LMMS_EVAL_SPLITS, write_llava, write_lmms_eval
+from .writers import write_llava
 
 __all__ = [
     "HANDLED",
     "KINDS",
     "LEVELS",
-    "LMMS_EVAL_FEATURES",
-    "LMMS_EVAL_SPLITS",
     "SKIP_REASONS",
     "STYLES",
     "WORDS",
@@ -76,5 +74,4 @@ __all__ = [
     "plan_record",
     "to_messages",
     "write_llava",
-    "write_lmms_eval",
 ]

@@ -36,9 +36,7 @@ from typing import Any
 
 from PIL import Image
 
-from .synthdoc_draw import Page, render, text_width
-from .synthdoc_styles import (
-    BUILDERS,
+from .synthdoc_config import (
     DIGITS,
     IRREGULAR,
     LEVELS,
@@ -47,8 +45,10 @@ from .synthdoc_styles import (
     STYLES,
     WORDS,
     StyleContext,
-    margin,
+    SynthDocConfig,
 )
+from .synthdoc_draw import Page, render
+from .synthdoc_styles import BUILDERS
 
 __all__ = [
     "DIGITS",
@@ -67,90 +67,6 @@ __all__ = [
     "plan_record",
     "to_messages",
 ]
-
-
-@dataclass
-class SynthDocConfig:
-    """What synthdoc draws. Lists from YAML are accepted for tuple fields.
-
-    image_size:  side in px of every image (scenes, forms, transcriptions), >= 48; large pages
-                 are ``page_scale`` x this, with text sized for ``image_size``.
-    vocabulary:  the words drawn (None: the built-in ``WORDS``); a small closed list makes the
-                 task learnable by a word-level tiny model. Each must fit one line of the image.
-    styles / levels: what each record draws from, uniformly ("textvqa" | "docvqa" |
-                 "ocrbench"; "easy" | "medium" | "hard").
-    seed:        with the config, fixes every record.
-    font_scale:  easy-level font size range as fractions of ``image_size`` (medium x0.8,
-                 hard x0.65); never below ``min_font_size`` px.
-    fonts:       .ttf/.otf files to draw with (one per record); empty: Pillow's bundled font.
-    colors:      coloured inks/papers; False: near-black on near-white everywhere.
-    noise_prob:  chance of a noisy background at hard level (half of it at medium).
-    page_prob:   chance that a hard docvqa/ocrbench record is a large, mostly white page.
-    """
-
-    image_size: int = 128
-    vocabulary: list[str] | None = None
-    styles: tuple[str, ...] = STYLES
-    levels: tuple[str, ...] = LEVELS
-    seed: int = 0
-    font_scale: tuple[float, float] = (0.2, 0.28)
-    min_font_size: int = 7
-    fonts: tuple[str, ...] = ()
-    colors: bool = True
-    noise_prob: float = 0.5
-    page_prob: float = 0.3
-    page_scale: int = 4
-
-    def __post_init__(self) -> None:
-        for name in ("styles", "levels", "fonts", "font_scale"):
-            setattr(self, name, tuple(getattr(self, name)))
-        for name, value in (("image_size", self.image_size), ("page_scale", self.page_scale)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"SynthDocConfig.{name} must be a positive int; got {value!r}")
-        if self.image_size < 48:
-            raise ValueError(f"SynthDocConfig.image_size must be >= 48 px; got {self.image_size}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"SynthDocConfig.seed must be an int >= 0; got {self.seed!r}")
-        for name, allowed in (("styles", STYLES), ("levels", LEVELS)):
-            values = getattr(self, name)
-            if not values or not set(values) <= set(allowed):
-                raise ValueError(
-                    f"SynthDocConfig.{name} must be a non-empty subset of {allowed}; got {values}"
-                )
-        lo, hi = self.font_scale
-        if not 0 < lo <= hi < 1:
-            raise ValueError(f"font_scale must be (lo, hi) with 0 < lo <= hi < 1; got {(lo, hi)}")
-        for name in ("noise_prob", "page_prob"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(
-                    f"SynthDocConfig.{name} must be in [0, 1]; got {getattr(self, name)}"
-                )
-        if self.vocabulary is not None:
-            self.vocabulary = list(self.vocabulary)
-            bad = [
-                w
-                for w in self.vocabulary
-                if not isinstance(w, str) or not w or w != w.strip() or any(c.isspace() for c in w)
-            ]
-            if not self.vocabulary or bad:
-                raise ValueError(
-                    f"SynthDocConfig.vocabulary must be a non-empty list of single words without "
-                    f"spaces; bad entries: {bad[:5]}"
-                )
-        room = self.image_size - 2 * margin(self.image_size)
-        for path in self.fonts or (None,):
-            if too_wide := [
-                w for w in self.words if text_width(w, self.min_font_size, path) > room
-            ]:
-                raise ValueError(
-                    f"words {too_wide[:5]} do not fit a {self.image_size} px image even at "
-                    f"min_font_size={self.min_font_size} (font {path or 'default'}); use a larger "
-                    "image_size or shorter words"
-                )
-
-    @property
-    def words(self) -> tuple[str, ...]:
-        return tuple(self.vocabulary) if self.vocabulary is not None else WORDS
 
 
 @dataclass

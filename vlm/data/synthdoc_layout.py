@@ -6,12 +6,8 @@ white. A layout that cannot fit shrinks its font, then drops entries (never the 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from .synthdoc_config import StyleContext
 from .synthdoc_draw import RGB, Box, Page, TextItem, fit_size, line_height, text_width
-
-if TYPE_CHECKING:
-    from .synthdoc_styles import StyleContext
 
 GAP = 0.25  # space between rows, as a fraction of the font size (as fit_size assumes)
 TABLE_COLUMNS = ("qty", "price", "code", "size")

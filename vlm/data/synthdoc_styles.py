@@ -6,105 +6,19 @@ Each builder takes a ``StyleContext`` (the record's RNG, config and level) and r
 
 from __future__ import annotations
 
-import random
 import string
-from typing import TYPE_CHECKING
 
-from .synthdoc_draw import PALETTE, Page, TextItem, fit_size, rotated_extent, text_width
-from .synthdoc_layout import form_items, table_items
-
-if TYPE_CHECKING:
-    from .synthdoc import SynthDocConfig
-
-STYLES = ("textvqa", "docvqa", "ocrbench")
-LEVELS = ("easy", "medium", "hard")
-# fmt: off
-WORDS = (
-    "apple", "river", "stone", "cloud", "green", "house", "music", "paper", "train", "water",
-    "bread", "chair", "dance", "earth", "field", "grape", "heart", "light", "money", "night",
-    "ocean", "piano", "queen", "radio", "sugar", "table", "uncle", "voice", "watch", "youth",
-    "zebra", "cat", "dog", "sun", "map", "box", "key", "pen", "cup", "bus", "car", "hat",
-    "tree", "bird", "fish", "milk", "door", "road", "ship", "farm", "lamp", "book", "coin",
-    "ring", "rose", "snow", "star", "wind", "gold", "iron", "salt", "rain", "moon", "leaf",
-    "horse", "lemon", "mango", "tiger", "robot", "pizza", "candy", "shoe", "bank", "park",
-    "hotel", "store", "cafe", "exit", "stop", "open", "sale", "menu", "taxi", "coffee",
-    "garden", "school", "market", "bridge", "window", "doctor", "summer", "winter", "orange",
-    "yellow", "silver", "planet", "rocket", "castle", "forest", "island",
+from .synthdoc_config import (
+    DIGITS,
+    IRREGULAR,
+    NON_SEMANTIC,
+    NUMBER_KEYS,
+    REGULAR,
+    WORD_KEYS,
+    StyleContext,
 )
-# fmt: on
-WORD_KEYS = ("name", "city", "item", "owner", "brand", "shop")
-NUMBER_KEYS = ("total", "code", "price", "room", "size", "count")
-# OCRBench question_type values (lmms-eval's ocrbench score table) used here
-REGULAR, IRREGULAR = "Regular Text Recognition", "Irregular Text Recognition"
-DIGITS, NON_SEMANTIC = "Digit String Recognition", "Non-Semantic Text Recognition"
-
-
-def margin(size: int) -> int:
-    return max(2, size // 16)
-
-
-class StyleContext:
-    """Random choices shared by the style builders for one record."""
-
-    def __init__(self, rng: random.Random, config: SynthDocConfig, level: str) -> None:
-        self.rng, self.config, self.level = rng, config, level
-        self.font_path = rng.choice(config.fonts) if config.fonts else None
-        s = config.image_size
-        shrink = {"easy": 1.0, "medium": 0.8, "hard": 0.65}[level]
-        lo, hi = (max(config.min_font_size, round(f * s * shrink)) for f in config.font_scale)
-        self.sizes = range(config.min_font_size, hi + 1)
-        self.preferred = range(lo, hi + 1)  # sizes tried first: the level's range
-        self.margin = margin(s)
-
-    def word(self) -> str:
-        return self.rng.choice(self.config.words)
-
-    def words(self, k: int) -> list[str]:
-        words = self.config.words
-        return (
-            self.rng.sample(words, k) if len(set(words)) >= k else [self.word() for _ in range(k)]
-        )
-
-    def digits(self, lo: int, hi: int, number: bool = True) -> str:
-        """lo..hi random digits; a ``number`` does not start with 0 (unless it is "0")."""
-        n = self.rng.randint(lo, hi)
-        first = self.rng.choice(string.digits[1:] if number and n > 1 else string.digits)
-        return first + "".join(self.rng.choice(string.digits) for _ in range(n - 1))
-
-    def fit(self, texts: list[str], width: int, height: int, rows: int = 1) -> int | None:
-        """A font size at which ``texts`` fit: random in the level's range when it fits."""
-        best = fit_size(texts, width, height, self.sizes, self.font_path, rows)
-        if best is None or best < self.preferred.start:
-            return best
-        return self.rng.randint(self.preferred.start, min(best, self.preferred.stop - 1))
-
-    def paper_and_ink(self) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
-        rng = self.rng
-        if not self.config.colors:
-            return (250, 250, 250), (15, 15, 15)
-        paper = tuple(rng.randint(215, 255) for _ in range(3))
-        ink = tuple(rng.randint(0, 80) for _ in range(3))
-        if self.level != "easy" and rng.random() < 0.2:  # light text on dark paper
-            paper, ink = tuple(255 - c for c in paper), tuple(255 - c for c in ink)
-        return paper, ink
-
-    def noise(self) -> float:
-        chance = {"easy": 0.0, "medium": 0.5, "hard": 1.0}[self.level] * self.config.noise_prob
-        return self.rng.uniform(4.0, 14.0) if self.rng.random() < chance else 0.0
-
-    def canvas(self) -> tuple[int, int]:
-        s = self.config.image_size
-        if self.level == "hard" and self.rng.random() < self.config.page_prob:
-            return s * self.config.page_scale, s * self.config.page_scale
-        return s, s
-
-    def place(self, width: int, height: int, canvas: tuple[int, int]) -> tuple[int, int]:
-        """Random top-left so a width x height block fits inside the canvas margins."""
-        m = self.margin
-        return (
-            self.rng.randint(m, max(m, canvas[0] - m - width)),
-            self.rng.randint(m, max(m, canvas[1] - m - height)),
-        )
+from .synthdoc_draw import PALETTE, Page, TextItem, rotated_extent, text_width
+from .synthdoc_layout import form_items, table_items
 
 
 def _textvqa(ctx: StyleContext) -> tuple[Page, str, list[str], dict]:

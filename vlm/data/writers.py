@@ -1,30 +1,8 @@
-"""Write synthdoc records as LLaVA JSON and as the lmms-eval datasets' own schemas.
+"""Write synthdoc records as LLaVA JSON (``write_llava``): image files + one JSON list.
 
     >>> write_llava(records, "out/llava")          # out/llava/llava.json + out/llava/images/*.png
-    >>> write_lmms_eval(records, "out/eval")       # out/eval/{textvqa,docvqa,ocrbench}
 
-``write_lmms_eval`` saves one ``datasets.DatasetDict`` per style (``save_to_disk``) with the
-split name and the columns (names and types) of the hub datasets lmms-eval's tasks read:
-
-| folder   | hub dataset                 | split      | columns                                      |
-|----------|-----------------------------|------------|----------------------------------------------|
-| textvqa  | lmms-lab/textvqa            | validation | image_id, question_id (int32), question,     |
-|          |                             |            | question_tokens, image, image_width/height   |
-|          |                             |            | (int32), flickr_original_url, flickr_300k_url,|
-|          |                             |            | answers (10), image_classes, set_name,       |
-|          |                             |            | ocr_tokens                                   |
-| docvqa   | lmms-lab/DocVQA (DocVQA)    | validation | questionId (str), question, question_types,  |
-|          |                             |            | image, docId (int64), ucsf_document_id,      |
-|          |                             |            | ucsf_document_page_no, answers, data_split   |
-| ocrbench | echo840/OCRBench            | test       | dataset, question, question_type, answer     |
-|          |                             |            | (list), image                                |
-
-A task YAML then points ``dataset_path`` at the folder with ``dataset_kwargs:
-{load_from_disk: true}`` (and ``token: false``). Records of each style go to that style's
-folder; a style without records gets no folder (``datasets`` cannot load an empty saved
-split back), with a warning. TextVQA needs ten
-human answers per question: the answer is repeated, with case variants that lmms-eval's
-EvalAI normalisation folds back (so a correct prediction scores 1.0).
+Their lmms-eval form (the benchmarks' own schemas) is ``vlm.evaluation.export``'s.
 """
 
 from __future__ import annotations
@@ -34,24 +12,13 @@ import logging
 from collections.abc import Iterable
 from pathlib import Path
 
-import datasets
 from tqdm.auto import tqdm
 
-from ..evaluation.schemas import FEATURES, OCRBENCH_QUESTION_TYPES, SPLITS
-from .synthdoc import REGULAR, SynthDocRecord, to_messages
+from .synthdoc import SynthDocRecord, to_messages
 
-__all__ = [
-    "LMMS_EVAL_FEATURES",
-    "LMMS_EVAL_SPLITS",
-    "OCRBENCH_QUESTION_TYPES",
-    "write_llava",
-    "write_lmms_eval",
-]
+__all__ = ["write_llava"]
 
 logger = logging.getLogger(__name__)
-
-# One definition of the official columns and splits: the evaluation side owns it.
-LMMS_EVAL_FEATURES, LMMS_EVAL_SPLITS = FEATURES, SPLITS
 
 
 def write_llava(
@@ -88,82 +55,3 @@ def write_llava(
     path = out / json_name
     path.write_text(json.dumps(entries, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     return path
-
-
-def write_lmms_eval(records: Iterable[SynthDocRecord], out_dir: str | Path) -> dict[str, Path]:
-    """Write ``out_dir/{textvqa,docvqa,ocrbench}`` (``DatasetDict.save_to_disk``) in the
-    official schemas (module docstring); returns {style: folder} for the styles written."""
-    rows: dict[str, list[dict]] = {style: [] for style in LMMS_EVAL_FEATURES}
-    for record in tqdm(records, desc="write lmms-eval", unit="record", leave=False):
-        if record.style not in rows:
-            raise ValueError(
-                f"record {record.id} has style {record.style!r}; write_lmms_eval knows "
-                f"{sorted(rows)}"
-            )
-        rows[record.style].append(_ROW[record.style](record, len(rows[record.style])))
-    folders = {}
-    for style, features in LMMS_EVAL_FEATURES.items():
-        if not rows[style]:  # datasets cannot load an empty saved split back
-            logger.warning("write_lmms_eval: no %s records; no %s folder written", style, style)
-            continue
-        columns = {name: [row[name] for row in rows[style]] for name in features}
-        split = datasets.Dataset.from_dict(columns, features=features)
-        folders[style] = Path(out_dir) / style
-        datasets.DatasetDict({LMMS_EVAL_SPLITS[style]: split}).save_to_disk(str(folders[style]))
-    return folders
-
-
-def _textvqa_row(record: SynthDocRecord, n: int) -> dict:
-    answer = record.answers[0]
-    # ten "annotators": the answer repeated, a few case variants (EvalAI lower-cases them)
-    variants = [answer] * 7 + [answer.upper(), answer.capitalize(), answer.lower()]
-    others = record.answers[1:]
-    answers = (others + variants)[:10] if others else variants
-    return {
-        "image_id": record.id,
-        "question_id": n,
-        "question": record.question,
-        "question_tokens": record.question.rstrip("?").split(),
-        "image": record.image,
-        "image_width": record.image.width,
-        "image_height": record.image.height,
-        "flickr_original_url": "",
-        "flickr_300k_url": "",
-        "answers": answers,
-        "image_classes": [],
-        "set_name": "val",
-        "ocr_tokens": list(record.meta.get("ocr_tokens", record.meta.get("texts", []))),
-    }
-
-
-def _docvqa_row(record: SynthDocRecord, n: int) -> dict:
-    return {
-        "questionId": str(n),
-        "question": record.question,
-        "question_types": list(record.meta.get("question_types", ["form"])),
-        "image": record.image,
-        "docId": n,
-        "ucsf_document_id": record.id,
-        "ucsf_document_page_no": "1",
-        "answers": list(record.answers),
-        "data_split": "val",
-    }
-
-
-def _ocrbench_row(record: SynthDocRecord, n: int) -> dict:
-    question_type = record.meta.get("question_type", REGULAR)
-    if question_type not in OCRBENCH_QUESTION_TYPES:  # lmms-eval would KeyError on it
-        raise ValueError(
-            f"record {record.id}: OCRBench question_type {question_type!r} is not one of "
-            f"lmms-eval's {OCRBENCH_QUESTION_TYPES}"
-        )
-    return {
-        "dataset": "synthdoc",
-        "question": record.question,
-        "question_type": question_type,
-        "answer": list(record.answers),
-        "image": record.image,
-    }
-
-
-_ROW = {"textvqa": _textvqa_row, "docvqa": _docvqa_row, "ocrbench": _ocrbench_row}

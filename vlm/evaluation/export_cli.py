@@ -31,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        from vlm.data import SynthDocConfig, generate_records, write_lmms_eval
+        from vlm.data import SynthDocConfig, generate_records
+        from vlm.evaluation.export import write_lmms_eval
     except ImportError as err:
         print(
             f"radio-vlm export-eval-data needs vlm.data's synthdoc generator and lmms-eval "

@@ -29,6 +29,7 @@ import contextlib
 import gc
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -301,15 +302,20 @@ class RadioVLM(lmms):
 
 
 def _load(pretrained: str, dtype: Any, attn_implementation: str | None) -> tuple[Any, Any]:
-    import transformers
+    from vlm.modeling import VisionLanguageModel
+    from vlm.processing import VLMProcessor
 
-    import vlm  # noqa: F401  (registers the Auto classes)
-
+    looks_local = Path(pretrained).is_absolute() or pretrained.startswith((".", "~"))
+    if looks_local and not Path(pretrained).expanduser().is_dir():
+        raise FileNotFoundError(
+            f"pretrained={pretrained!r}: no such folder. Pass a saved model's folder (the "
+            "output_dir of a finished stage, with config.json) or a hub id (owner/name)"
+        )
     kwargs: dict[str, Any] = {"dtype": "auto" if dtype in (None, "auto") else _dtype(dtype)}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
-    model = transformers.AutoModelForImageTextToText.from_pretrained(pretrained, **kwargs)
-    processor = transformers.AutoProcessor.from_pretrained(pretrained)
+    model = VisionLanguageModel.from_pretrained(pretrained, **kwargs)
+    processor = VLMProcessor.from_pretrained(pretrained)
     return model, processor
 
 
