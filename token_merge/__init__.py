@@ -12,10 +12,16 @@ from .compress import (
     DST_MODES,
     METHODS,
     Compressed,
-    TokenCompressor,
     compress,
     reconstruction_error,
     unmerge,
+)
+from .compressor import (
+    BUDGETED_METHODS,
+    DEFAULT_SETTINGS,
+    SETTINGS,
+    TokenCompressor,
+    unshuffle_scale,
 )
 from .matching import (
     TomePlan,
@@ -30,8 +36,11 @@ from .matching import (
 from .visualize import token_colors, visualize
 
 __all__ = [
+    "BUDGETED_METHODS",
+    "DEFAULT_SETTINGS",
     "DST_MODES",
     "METHODS",
+    "SETTINGS",
     "Compressed",
     "TokenCompressor",
     "TomePlan",
@@ -46,5 +55,6 @@ __all__ = [
     "strided_destinations",
     "token_colors",
     "unmerge",
+    "unshuffle_scale",
     "visualize",
 ]

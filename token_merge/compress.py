@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from .matching import (
     TomePlan,
@@ -30,7 +29,6 @@ from .matching import unmerge as unmerge_assignment
 
 METHODS = ("tome", "unshuffle", "avgpool", "none")
 DST_MODES = ("top-left", "random")
-SETTINGS = ("method", "num_tokens", "stride", "dst", "seed", "scale")
 
 
 @dataclass
@@ -94,11 +92,11 @@ def compress(
         raise ValueError(f"method must be one of {METHODS}; got {method!r}")
     h, w = grid.shape[1:3]
     if method == "tome":
-        return _tome(grid, _check_budget(num_tokens, h, w, method), stride, dst, seed, metric)
+        return _tome(grid, check_budget(num_tokens, h, w, method), stride, dst, seed, metric)
     if method == "avgpool":
-        return _avgpool(grid, _check_budget(num_tokens, h, w, method))
+        return _avgpool(grid, check_budget(num_tokens, h, w, method))
     if method == "unshuffle":
-        return _unshuffle(grid, _unshuffle_scale(h, w, num_tokens, scale))
+        return _unshuffle(grid, resolve_unshuffle_scale(h, w, num_tokens, scale))
     if num_tokens is not None and num_tokens != h * w:
         raise ValueError(
             f"method 'none' keeps all h*w = {h * w} tokens of a {h}x{w} grid; got "
@@ -144,86 +142,6 @@ def reconstruction_error(
         target, approx = (target - mean) / std, (approx - mean) / std
     per_image = (approx - target).pow(2).mean(dim=(1, 2))
     return per_image.mean() if reduction == "mean" else per_image
-
-
-class TokenCompressor(nn.Module):
-    """The settings of ``compress`` held by a model: grid [B, h, w, C] -> ``Compressed``.
-
-    It has no parameters; ``num_output_tokens`` and ``output_dim`` tell a model how many
-    placeholder tokens to reserve and how wide the projector input is.
-    """
-
-    def __init__(
-        self,
-        method: str = "tome",
-        num_tokens: int | None = None,
-        *,
-        stride: tuple[int, int] | None = None,
-        dst: str = "top-left",
-        seed: int = 0,
-        scale: int | None = None,
-    ) -> None:
-        super().__init__()
-        if method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}; got {method!r}")
-        if method in ("tome", "avgpool") and num_tokens is None:
-            raise ValueError(f"method {method!r} needs num_tokens (the budget K)")
-        if method == "unshuffle" and num_tokens is None and scale is None:
-            scale = 2
-        self.method, self.num_tokens, self.stride = method, num_tokens, stride
-        self.dst, self.seed, self.scale = dst, seed, scale
-
-    def settings(self) -> dict[str, Any]:
-        """The JSON-safe constructor arguments (``stride`` as a list or None)."""
-        settings = {key: getattr(self, key) for key in SETTINGS}
-        settings["stride"] = None if self.stride is None else list(self.stride)
-        return settings
-
-    @classmethod
-    def from_settings(cls, settings: dict[str, Any]) -> TokenCompressor:
-        """Inverse of ``settings()``; an unknown key is an error naming it."""
-        if unknown := sorted(set(settings) - set(SETTINGS)):
-            raise ValueError(f"unknown compressor settings {unknown}; known: {list(SETTINGS)}")
-        stride = settings.get("stride")
-        return cls(**{**settings, "stride": None if stride is None else tuple(stride)})
-
-    def forward(self, grid: Tensor, metric: Tensor | None = None) -> Compressed:
-        return compress(
-            grid,
-            self.method,
-            self.num_tokens,
-            stride=self.stride,
-            dst=self.dst,
-            seed=self.seed,
-            metric=metric,
-            scale=self.scale,
-        )
-
-    def num_output_tokens(self, h: int, w: int) -> int:
-        """Tokens produced for an h x w grid."""
-        if self.method in ("tome", "avgpool"):
-            return _check_budget(self.num_tokens, h, w, self.method)
-        if self.method == "unshuffle":
-            s = _unshuffle_scale(h, w, self.num_tokens, self.scale)
-            return math.ceil(h / s) * math.ceil(w / s)
-        return h * w
-
-    def output_dim(self, channels: int, grid_hw: tuple[int, int] | None = None) -> int:
-        """C' for input width C (s*s*C for ``unshuffle``; needs ``grid_hw`` when s comes from K)."""
-        if self.method != "unshuffle":
-            return channels
-        if self.scale is None and grid_hw is None:
-            raise ValueError("unshuffle with a token budget instead of a scale needs grid_hw")
-        s = self.scale or _unshuffle_scale(*grid_hw, self.num_tokens, None)
-        return s * s * channels
-
-    def extra_repr(self) -> str:
-        opts = {"method": self.method, "num_tokens": self.num_tokens}
-        if self.method == "tome":
-            opts |= {"stride": self.stride, "dst": self.dst}
-        if self.method == "unshuffle":
-            opts["scale"] = self.scale
-        return ", ".join(f"{k}={v!r}" for k, v in opts.items() if v is not None)
 
 
 # --------------------------------------------------------------------------- methods
@@ -328,7 +246,9 @@ def _check_grid(grid: Tensor, finite: bool = True) -> None:
         )
 
 
-def _check_budget(num_tokens: int | None, h: int, w: int, method: str) -> int:
+def check_budget(num_tokens: int | None, h: int, w: int, method: str) -> int:
+    """``num_tokens`` if it is a valid budget K for an h x w grid (1 <= K <= h*w), else a
+    ValueError naming the method."""
     if num_tokens is None:
         raise ValueError(f"method {method!r} needs num_tokens (the budget K)")
     if isinstance(num_tokens, bool) or not isinstance(num_tokens, int):
@@ -383,7 +303,9 @@ def _pool_shape(h: int, w: int, num_tokens: int) -> tuple[int, int]:
     return min(options, key=lambda k: (abs(math.log((h / k[0]) / (w / k[1]))), k[0]))
 
 
-def _unshuffle_scale(h: int, w: int, num_tokens: int | None, scale: int | None) -> int:
+def resolve_unshuffle_scale(h: int, w: int, num_tokens: int | None, scale: int | None) -> int:
+    """The unshuffle scale s: ``scale`` as given (checked against ``num_tokens``), else the
+    smallest s whose ceil(h/s) * ceil(w/s) fits ``num_tokens``, else 2."""
     if scale is not None:
         if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
             raise ValueError(f"scale must be an int >= 1; got {scale!r}")
@@ -396,7 +318,7 @@ def _unshuffle_scale(h: int, w: int, num_tokens: int | None, scale: int | None) 
         return scale
     if num_tokens is None:
         return 2
-    _check_budget(num_tokens, h, w, "unshuffle")
+    check_budget(num_tokens, h, w, "unshuffle")
     return next(
         s for s in range(1, max(h, w) + 1) if math.ceil(h / s) * math.ceil(w / s) <= num_tokens
     )

@@ -17,12 +17,12 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from encoder import VisionEncoder, build_encoder
+from token_merge import TokenCompressor
 
 from .configuration import VLMConfig, resolve_compressor
 from .modeling import (
     VisionLanguageModel,
     build_projector,
-    compressor_from_config,
     set_tower_attention,
 )
 from .processing import VLMProcessor
@@ -90,15 +90,20 @@ def build_vlm(
         "num_tokens": num_tokens,
         **(compressor_options or {}),
     }
+    token_compressor = TokenCompressor.from_settings(
+        resolve_compressor(compressor_settings), fixed_width=True
+    )
     image_processor = encoder.image_processor
-    if compressor in ("tome", "avgpool"):
+    if token_compressor.min_patches is not None:
         # exactly K tokens per image, however elongated: never fewer than K patches
-        image_processor = dataclasses.replace(image_processor, min_patches=num_tokens)
+        image_processor = dataclasses.replace(
+            image_processor, min_patches=token_compressor.min_patches
+        )
     # The processor adds the image tokens to the tokenizer; the LLM's embeddings grow to match.
     processor = VLMProcessor(
         tokenizer=tokenizer,
         image_processor=image_processor,
-        compressor=compressor_from_config(resolve_compressor(compressor_settings)),
+        compressor=token_compressor,
         image_token=image_token,
         image_start_token=start,
         image_end_token=end,

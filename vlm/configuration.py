@@ -13,14 +13,8 @@ from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
-COMPRESSOR_DEFAULTS: dict[str, Any] = {
-    "method": "tome",
-    "num_tokens": 256,
-    "stride": None,
-    "dst": "top-left",
-    "seed": 0,
-    "scale": None,
-}
+from token_merge import DEFAULT_SETTINGS
+
 PROJECTOR_DEFAULTS: dict[str, Any] = {
     "layer_norm": True,  # RADIO's activations are large (NVlabs/RADIO#15): normalise first
     "hidden_size": None,  # None: the LLM's width
@@ -72,7 +66,7 @@ class VLMConfig(PreTrainedConfig):
 
 def resolve_compressor(settings: dict | None) -> dict[str, Any]:
     """Compressor settings with the defaults filled in; an unknown key is an error."""
-    return _with_defaults("compressor", settings, COMPRESSOR_DEFAULTS)
+    return _with_defaults("compressor", settings, DEFAULT_SETTINGS)
 
 
 def _with_defaults(name: str, given: dict | None, defaults: dict[str, Any]) -> dict[str, Any]:

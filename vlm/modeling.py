@@ -64,7 +64,7 @@ class VisionLanguageModel(PreTrainedModel, GenerationMixin):
         # The tower's own transformers config comes from a plain dict, so the implementation
         # resolved for this model (from_pretrained(attn_implementation=...)) is handed down.
         set_tower_attention(self.vision_tower, self.config._attn_implementation)
-        self.compressor = compressor_from_config(config.compressor)
+        self.compressor = TokenCompressor.from_settings(config.compressor, fixed_width=True)
         self.projector = build_projector(config, self.vision_tower.hidden_size, self.compressor)
         self.language_model = AutoModelForCausalLM.from_config(config.get_text_config())
         self.post_init()
@@ -233,20 +233,6 @@ def build_projector(config: VLMConfig, vision_width: int, compressor: TokenCompr
         layer_norm=config.projector["layer_norm"],
         act=config.projector["act"],
     )
-
-
-def compressor_from_config(settings: dict[str, Any]) -> TokenCompressor:
-    """A ``TokenCompressor`` whose output width never depends on the image size (the
-    projector's input width is fixed): unshuffle needs an explicit ``scale``. ``num_tokens``
-    is ignored for methods other than tome and avgpool."""
-    if settings["method"] == "unshuffle" and settings.get("scale") is None:
-        raise ValueError(
-            "compressor 'unshuffle' in a VLM needs scale=s (the projector's input width s*s*C "
-            "must not depend on the image size); set compressor scale instead of num_tokens"
-        )
-    if settings["method"] not in ("tome", "avgpool"):
-        settings = {**settings, "num_tokens": None}
-    return TokenCompressor.from_settings(settings)
 
 
 def _is_prefill(cache: Any) -> bool:

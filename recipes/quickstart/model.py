@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from encoder import VisionEncoder, build_encoder
+from token_merge import BUDGETED_METHODS, METHODS, TokenCompressor, unshuffle_scale
 from vlm.build import build_vlm
 from vlm.modeling import VisionLanguageModel
 from vlm.processing import VLMProcessor
@@ -38,7 +39,6 @@ VOCABULARY = (
     "table", "cat", "pen", "car", "hat", "tree", "rain", "apple", "stone", "green",
     "house", "paper", "water", "bird", "door", "road", "star", "moon", "book", "fish",
 )  # fmt: skip
-COMPRESSORS = ("tome", "unshuffle", "avgpool", "none")
 
 
 @dataclass
@@ -75,26 +75,24 @@ class TinySettings:
     def compressor(self, method: str, num_tokens: int | None = None) -> dict[str, Any]:
         """``build_vlm`` keyword arguments for ``method`` at budget K (default num_tokens)."""
         k = num_tokens or self.num_tokens
-        if method in ("tome", "avgpool"):
+        if method not in METHODS:
+            raise ValueError(f"unknown compressor {method!r}; use one of {METHODS}")
+        if method in BUDGETED_METHODS:
             return {"compressor": method, "num_tokens": k}
-        if method == "unshuffle":
-            scale = math.isqrt(self.grid * self.grid // k)
-            if scale < 1 or math.ceil(self.grid / scale) ** 2 != k:
-                raise ValueError(
-                    f"unshuffle cannot give exactly K={k} tokens from a {self.grid}x{self.grid} "
-                    "grid (needs K = (grid/s)^2); choose K = 16 or 64 for a 64 px image, patch 8"
-                )
+        if method == "unshuffle":  # the scale that gives exactly K tokens
+            scale = unshuffle_scale(self.grid, self.grid, k)
             return {
-                "compressor": "unshuffle",
+                "compressor": method,
                 "num_tokens": None,
                 "compressor_options": {"scale": scale},
             }
-        if method == "none":
-            return {"compressor": "none", "num_tokens": None}
-        raise ValueError(f"unknown compressor {method!r}; use one of {COMPRESSORS}")
+        return {"compressor": method, "num_tokens": None}
 
     def visual_tokens(self, method: str, num_tokens: int | None = None) -> int:
-        return self.grid * self.grid if method == "none" else (num_tokens or self.num_tokens)
+        settings = self.compressor(method, num_tokens)
+        options = settings.get("compressor_options", {})
+        compressor = TokenCompressor(method, settings["num_tokens"], **options)
+        return compressor.num_output_tokens(self.grid, self.grid)
 
 
 @dataclass

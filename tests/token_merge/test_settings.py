@@ -54,3 +54,40 @@ def test_from_settings_unknown_key_is_named_with_the_known_ones():
 def test_from_settings_still_validates_the_values():
     with pytest.raises(ValueError, match="method must be one of"):
         TokenCompressor.from_settings({"method": "pool"})
+
+
+def test_the_defaults_name_every_setting_and_build_a_compressor():
+    from token_merge import DEFAULT_SETTINGS, SETTINGS
+
+    assert tuple(DEFAULT_SETTINGS) == SETTINGS
+    assert TokenCompressor.from_settings(DEFAULT_SETTINGS).settings() == DEFAULT_SETTINGS
+
+
+@pytest.mark.parametrize(
+    ("h", "w", "k", "scale"),
+    [(8, 8, 16, 2), (8, 8, 4, 4), (6, 4, 6, 2), (5, 5, 9, 2), (8, 8, 64, 1)],
+)
+def test_unshuffle_scale_gives_exactly_k_tokens(h, w, k, scale):
+    from token_merge import unshuffle_scale
+
+    assert unshuffle_scale(h, w, k) == scale
+    assert TokenCompressor("unshuffle", scale=scale).num_output_tokens(h, w) == k
+
+
+def test_unshuffle_scale_refuses_a_budget_no_scale_meets():
+    from token_merge import unshuffle_scale
+
+    with pytest.raises(ValueError, match=r"cannot give exactly K=10 tokens from a 8x8 grid"):
+        unshuffle_scale(8, 8, 10)
+
+
+def test_fixed_width_settings_for_a_model():
+    budget_free = {"method": "none", "num_tokens": 256}  # a saved default K, unused
+    assert TokenCompressor.from_settings(budget_free, fixed_width=True).num_tokens is None
+    with pytest.raises(ValueError, match=r"'unshuffle' in a VLM needs scale=s"):
+        TokenCompressor.from_settings({"method": "unshuffle", "num_tokens": 16}, fixed_width=True)
+    assert (
+        TokenCompressor("tome", 16).min_patches == TokenCompressor("avgpool", 16).min_patches == 16
+    )
+    assert TokenCompressor("unshuffle", scale=2).min_patches is None
+    assert TokenCompressor("none").min_patches is None
