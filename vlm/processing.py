@@ -54,7 +54,6 @@ from .processing_batch import (
     fit_max_length,
     images_per_sample,
     is_conversation,
-    load_image,
     pad_rows,
 )
 
@@ -218,7 +217,9 @@ class VLMProcessor:
                     f"{{'type': 'image'}} items) but {len(per_sample[b])} images were given; "
                     "pass one image per marker, in order of appearance"
                 )
-        flat_images = [load_image(image) for images_b in per_sample for image in images_b]
+        # paths, bytes and PIL images alike go through the encoder's loader (EXIF, strict
+        # decoding, pixel limit), the one the training data uses
+        flat_images = [image for images_b in per_sample for image in images_b]
         pixels = self.image_processor(flat_images) if flat_images else []
         counts = iter([self.num_image_tokens(*p.shape[-2:]) for p in pixels])
         rows: list[Row] = []

@@ -4,9 +4,10 @@
     >>> dataset[0]   # {"input_ids": [L], "attention_mask": [L], "labels": [L],
     ...              #  "pixel_values": [[3, H_i, W_i], ...], "image_sizes": [n, 2]}
 
-One sample at a time: images are loaded by ``images.open_image`` (EXIF transpose, RGB via
-the encoder's ``to_rgb``) and padded by ``images.fit_budget``, then the processor tokenises
-the conversation (labels on the assistant replies only).
+One sample at a time: images are loaded by ``images.open_image`` (the encoder's
+``load_image``, which inference and evaluation use too: EXIF transpose, strict decoding, the
+image processor's ``max_pixels``, RGB) and padded by ``images.fit_budget``, then the processor
+tokenises the conversation (labels on the assistant replies only).
 
 Bad input never crashes the run and is never dropped silently. A sample that cannot be used
 raises ``SkipSample`` internally; ``__getitem__`` records (id, reason) in the ``SkipReport``
@@ -19,6 +20,7 @@ which outcome:
 | missing / unreadable file, corrupt bytes     | skipped: missing_image / corrupt_image      |
 | truncated PNG/JPEG                           | skipped: truncated_image                    |
 | path with ``..`` / absolute outside the root | skipped: path_escapes_root                  |
+| more pixels than ``max_pixels`` (64 Mpx)     | skipped: image_too_large                    |
 | CMYK, 16-bit, greyscale, palette, alpha      | converted to RGB (alpha on white): handled  |
 | EXIF-rotated photo                           | turned upright: handled                     |
 | 1x1 image                                    | scaled up by the resolution policy (padded  |
@@ -111,7 +113,7 @@ class SampleEncoder:
         ip = proc.image_processor
         loaded = [
             fit_budget(
-                open_image(image, ip.to_rgb, note),
+                open_image(image, note, ip.max_pixels),
                 self._fits,
                 self.max_aspect_ratio,
                 ip.max_resolution,

@@ -169,10 +169,9 @@ def test_the_bad_input_corpus_runs_through_and_every_sample_is_accounted_for(tmp
 def test_converted_images_have_the_expected_pixels(tmp_path):
     _, root, _ = write_corpus(tmp_path)
     note = []
-    to_rgb = processor().image_processor.to_rgb
 
     def load(name):
-        return np.asarray(open_image(root / f"{name}.bin", to_rgb, lambda *a: note.append(a)))
+        return np.asarray(open_image(root / f"{name}.bin", lambda *a: note.append(a)))
 
     assert load("rgba")[0, 0].tolist() == [255, 127, 127]  # half red over white
     assert load("sixteen")[0, 0].tolist() == [156, 156, 156]  # 40000 / 65535 * 255
@@ -201,7 +200,7 @@ def test_decompression_bombs_are_skipped(tmp_path, monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
     (tmp_path / "bomb.png").write_bytes(encoded(noise(48, 64), "PNG"))
     with pytest.raises(SkipSample, match="image_too_large"):
-        open_image(tmp_path / "bomb.png", lambda x: x, lambda *a: None)
+        open_image(tmp_path / "bomb.png", lambda *a: None, max_pixels=None)
 
 
 def test_broken_data_stops_with_the_report(tmp_path):
