@@ -20,6 +20,7 @@ which outcome:
 | missing / unreadable file, corrupt bytes     | skipped: missing_image / corrupt_image      |
 | truncated PNG/JPEG                           | skipped: truncated_image                    |
 | path with ``..`` / absolute outside the root | skipped: path_escapes_root                  |
+| symlink in the root leading outside it       | skipped: path_escapes_root                  |
 | more pixels than ``max_pixels`` (64 Mpx)     | skipped: image_too_large                    |
 | CMYK, 16-bit, greyscale, palette, alpha      | converted to RGB (alpha on white): handled  |
 | EXIF-rotated photo                           | turned upright: handled                     |

@@ -2,9 +2,10 @@
 
 Rules (each failure raises ``SkipSample`` with the reason in brackets):
 
-- Paths are resolved against the image root; after normalising ``..`` (lexically: symlinks
-  inside the root are allowed) they must stay inside it, absolute paths included
-  [path_escapes_root].
+- Paths are resolved against the image root; after normalising ``..`` they must stay inside
+  it, absolute paths included [path_escapes_root]. Symlinks are followed only where they lead:
+  a link inside the root that points outside it is refused the same way [path_escapes_root]
+  (a root that is itself a link is fine: it is resolved first).
 - Everything else about one image is the encoder's ``load_image``, the loader inference and
   evaluation use too (``encoder.image_loading``): missing/unreadable files [missing_image],
   undecodable bytes [corrupt_image], a file that ends early [truncated_image] (whatever
@@ -42,12 +43,24 @@ Note = Callable[[str, str], None]  # (handled reason, detail)
 
 
 def resolve_image_path(value: str | os.PathLike, root: str | Path) -> Path:
-    """``root / value`` normalised; raises SkipSample(path_escapes_root) outside ``root``."""
+    """``root / value`` normalised; raises SkipSample(path_escapes_root) when it, or where its
+    symlinks lead, is outside ``root``."""
     root_path = os.path.normpath(os.path.abspath(root))
     path = os.path.normpath(os.path.join(root_path, os.fspath(value)))
-    if os.path.commonpath([root_path, path]) != root_path:
+    if not _inside(path, root_path):
         raise SkipSample("path_escapes_root", f"{os.fspath(value)!r} is outside {root_path}")
+    real_root, real = os.path.realpath(root_path), os.path.realpath(path)
+    if not _inside(real, real_root):
+        raise SkipSample(
+            "path_escapes_root",
+            f"{os.fspath(value)!r} is a symlink (or under one) leading outside {root_path}, "
+            f"to {real}",
+        )
     return Path(path)
+
+
+def _inside(path: str, root: str) -> bool:
+    return os.path.commonpath([root, path]) == root
 
 
 def open_image(image: Any, note: Note, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:

@@ -33,7 +33,7 @@ SKIP_REASONS = {
     "truncated_image": "the image file ends early",
     "image_too_large": "more pixels than the image processor's max_pixels (or Pillow's limit)",
     "unsupported_image": "an image kind or mode that cannot be converted to RGB, or NaN pixels",
-    "path_escapes_root": "the image path leads outside the image root",
+    "path_escapes_root": "the image path (or a symlink on it) leads outside the image root",
     "image_too_small": "no padding makes the patch grid big enough for the token budget",
     "image_count_mismatch": "the number of <image> markers differs from the number of images",
     "empty_conversation": "no messages, or only empty ones",

@@ -322,3 +322,37 @@ class _One:
 
     def sample_id(self, index):
         return "one"
+
+
+def test_symlinks_are_followed_only_inside_the_image_root(tmp_path):
+    real_root = tmp_path / "disk" / "images"
+    real_root.mkdir(parents=True)
+    noise(32, 32, 1).save(tmp_path / "secret.png")  # outside the root
+    noise(32, 32, 2).save(real_root / "a.png")
+    (real_root / "out.png").symlink_to(tmp_path / "secret.png")
+    (real_root / "outdir").symlink_to(tmp_path, target_is_directory=True)
+    (real_root / "in.png").symlink_to(real_root / "a.png")
+    root = tmp_path / "root"
+    root.symlink_to(real_root, target_is_directory=True)  # a linked root is fine
+    names = ["a.png", "in.png", "out.png", "outdir/secret.png"]
+    entries = [
+        {
+            "id": name,
+            "image": name,
+            "conversations": [
+                {"from": "human", "value": "<image>\nWhat?"},
+                {"from": "gpt", "value": f"answer {name}"},
+            ],
+        }
+        for name in names
+    ]
+    (tmp_path / "d.json").write_text(json.dumps(entries))
+    dataset = VLMDataset(LlavaSource(tmp_path / "d.json", root), processor())
+    for i in range(len(names)):
+        dataset[i]
+    skipped = {s["id"]: (s["reason"], s["detail"]) for s in dataset.report.summary()["samples"]}
+    assert set(skipped) == {"out.png", "outdir/secret.png"}
+    for name in ("out.png", "outdir/secret.png"):
+        reason, detail = skipped[name]
+        assert reason == "path_escapes_root"
+        assert f"leading outside {root}" in detail and str(tmp_path / "secret.png") in detail
