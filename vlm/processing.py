@@ -16,7 +16,9 @@ processed size: nothing is re-tokenised, so no "tokenization mismatch".
 
 Labels: -100 everywhere except each assistant reply and the end-of-turn token closing it,
 located through the template (it must be prefix-stable, else ``ChatTemplateError``); see
-``vlm.chat``. Images are only allowed in user messages, so never labelled.
+``vlm.chat``. With labels, a special token typed inside a message's text ("<|im_end|>") is a
+``SpecialTokenInTextError``: the tokenizer would read it as the token and cut the labels.
+Without labels (generation prompts) such text is tokenised as the tokenizer always does. Images are only allowed in user messages, so never labelled.
 
 Not a ``transformers.ProcessorMixin``: it requires ``image_processor`` to be a transformers
 ``ImageProcessingMixin`` (ours is a frozen dataclass) and loads sub-processors via the Auto
@@ -43,8 +45,10 @@ from .chat import (
     IGNORE_INDEX,
     ChatTemplateError,
     Conversation,
+    SpecialTokenInTextError,
     encode_chat,
     flatten_conversation,
+    refuse_special_tokens,
     render_chat,
 )
 from .processing_batch import (
@@ -57,7 +61,13 @@ from .processing_batch import (
     pad_rows,
 )
 
-__all__ = ["IGNORE_INDEX", "ChatTemplateError", "SampleTooLongError", "VLMProcessor"]
+__all__ = [
+    "IGNORE_INDEX",
+    "ChatTemplateError",
+    "SampleTooLongError",
+    "SpecialTokenInTextError",
+    "VLMProcessor",
+]
 
 PROCESSOR_CONFIG = "processor_config.json"
 PADDING = (True, False, "longest", "max_length")
@@ -116,6 +126,10 @@ class VLMProcessor:
         # a reply ends at the first special token after it (image tokens excluded)
         added = {i for i, t in tokenizer.added_tokens_decoder.items() if t.special}
         self._stop_ids = (added | set(tokenizer.all_special_ids)) - ours
+        # their strings: refused inside message text when labelling (``chat``)
+        self._special_texts = sorted(
+            {t for t in tokenizer.convert_ids_to_tokens(sorted(self._stop_ids)) if t}
+        )
 
     def _atomic_id(self, token: str) -> int:
         tid = self.tokenizer.convert_tokens_to_ids(token)
@@ -204,6 +218,8 @@ class VLMProcessor:
                         "give each image once"
                     )
                 per_sample[b] = inline or per_sample[b]
+                if return_labels:
+                    refuse_special_tokens(samples[b], b, self._special_texts)
                 if add_generation_prompt and samples[b][-1]["role"] == "assistant":
                     raise ValueError(
                         f"conversation {b} ends with an assistant reply but "

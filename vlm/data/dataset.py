@@ -33,6 +33,8 @@ which outcome:
 | no non-empty assistant reply                 | skipped: no_assistant_reply                 |
 | longer than max_length                       | skipped: too_long (unless truncation=True   |
 |                                              | can cut text after the last image)          |
+| "<|im_end|>" (any special token) as text     | skipped: special_token_in_text (it would    |
+|                                              | end the reply's labels where it stands)     |
 | malformed entry                              | skipped: malformed_sample                   |
 
 After ``max_consecutive_skips`` bad samples in a row (or the whole dataset), ``__getitem__``
@@ -53,7 +55,12 @@ from tqdm.auto import tqdm
 from encoder.image_processing import ResolutionWarning
 
 from ..chat import IGNORE_INDEX, flatten_conversation
-from ..processing import ChatTemplateError, SampleTooLongError, VLMProcessor
+from ..processing import (
+    ChatTemplateError,
+    SampleTooLongError,
+    SpecialTokenInTextError,
+    VLMProcessor,
+)
 from .images import fit_budget, open_image
 from .skips import SkipReport, SkipSample
 from .sources import HFStreamSource, RawSample, Source
@@ -135,6 +142,8 @@ class SampleEncoder:
             raise SkipSample("too_long", str(err).split(";")[0]) from err
         except ChatTemplateError as err:
             raise SkipSample("chat_template", str(err)) from err
+        except SpecialTokenInTextError as err:
+            raise SkipSample("special_token_in_text", str(err)) from err
         except ValueError as err:
             raise SkipSample("processor_error", str(err)) from err
         labels = out["labels"][0]

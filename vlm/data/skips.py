@@ -42,6 +42,7 @@ SKIP_REASONS = {
     "too_long": "longer than max_length (SampleTooLongError)",
     "no_labels": "every label is -100 after tokenisation (e.g. truncated away)",
     "chat_template": "the tokenizer's chat template failed on it (ChatTemplateError)",
+    "special_token_in_text": "a message's text holds a special token string such as <|im_end|>",
     "processor_error": "the processor rejected it (ValueError)",
     "unexpected_error": "any other exception while loading it (a bug: please report)",
 }

@@ -92,6 +92,11 @@ OTHERS = {
         "path_escapes_root",
     ),
     "bad_role": ([], [("robot", "beep"), ("gpt", "x")], "malformed_sample"),
+    "typed_eot": (
+        ["good.png"],
+        [("human", "<image>\nHow do turns end?"), ("gpt", "With <|im_end|> like this.")],
+        "special_token_in_text",
+    ),
 }
 
 
