@@ -92,7 +92,8 @@ class SampleEncoder:
         self.max_length, self.truncation = max_length, truncation
         self.max_aspect_ratio = max_aspect_ratio
 
-    def __call__(self, raw: RawSample) -> Features:
+    def __call__(self, raw: RawSample, index: int | None = None) -> Features:
+        """``index``: the sample's position in its source, for the report."""
         sid, proc = raw["id"], self.processor
         messages, images = raw["messages"], list(raw["images"])
         if not isinstance(messages, list):
@@ -116,7 +117,7 @@ class SampleEncoder:
             )
 
         def note(reason: str, detail: str) -> None:
-            self.report.add(sid, reason, detail, kind="handled")
+            self.report.add(sid, reason, detail, kind="handled", index=index)
 
         ip = proc.image_processor
         loaded = [
@@ -226,7 +227,7 @@ class VLMDataset(Dataset):
             if i in self._bad:
                 continue
             try:
-                return self.encoder(self.source[i])
+                return self.encoder(self.source[i], i)
             except SkipSample as skip:
                 self._skip(i, skip.reason, skip.detail)
             except Exception as err:  # never crash mid-run; the report shows it as a bug
@@ -243,7 +244,7 @@ class VLMDataset(Dataset):
             sid = self.source.sample_id(index)
         except Exception:
             sid = f"#{index}"
-        self.report.add(sid, reason, detail)
+        self.report.add(sid, reason, detail, index=index)
 
     @property
     def lengths(self) -> list[int]:
@@ -321,14 +322,15 @@ class VLMIterableDataset(IterableDataset):
             if index % shards != shard:
                 continue
             if isinstance(raw, SkipSample):
-                self.report.add(f"row{index}", raw.reason, raw.detail)
+                self.report.add(f"row{index}", raw.reason, raw.detail, index=index)
                 continue
             try:
-                yield self.encoder(raw)
+                yield self.encoder(raw, index)
             except SkipSample as skip:
-                self.report.add(raw["id"], skip.reason, skip.detail)
+                self.report.add(raw["id"], skip.reason, skip.detail, index=index)
             except Exception as err:
-                self.report.add(raw["id"], "unexpected_error", f"{type(err).__name__}: {err}")
+                error = f"{type(err).__name__}: {err}"
+                self.report.add(raw["id"], "unexpected_error", error, index=index)
 
 
 def _has_content(message: Any) -> bool:

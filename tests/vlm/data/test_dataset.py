@@ -361,3 +361,28 @@ def test_symlinks_are_followed_only_inside_the_image_root(tmp_path):
         reason, detail = skipped[name]
         assert reason == "path_escapes_root"
         assert f"leading outside {root}" in detail and str(tmp_path / "secret.png") in detail
+
+
+def test_samples_sharing_an_id_are_each_counted(tmp_path):
+    turns = [{"from": "human", "value": "<image>\nWhat?"}, {"from": "gpt", "value": "x"}]
+    entries = [
+        {"id": "same", "image": "nope1.png", "conversations": turns},
+        {"id": "same", "image": "nope2.png", "conversations": turns},
+        {"id": "same", "image": "cmyk.jpg", "conversations": turns},
+        {"id": "same", "image": "cmyk.jpg", "conversations": turns},
+        {"id": "ok", "conversations": [{"from": "human", "value": "Hi"}, turns[1]]},
+    ]
+    Image.new("CMYK", (40, 30)).save(tmp_path / "cmyk.jpg")
+    (tmp_path / "d.json").write_text(json.dumps(entries))
+    report = SkipReport(tmp_path / "skips")
+    for _epoch in range(2):  # the second pass sees the same samples again: not new ones
+        dataset = VLMDataset(LlavaSource(tmp_path / "d.json"), processor(), report=report)
+        for i in range(len(entries)):
+            dataset[i]
+    summary = report.summary()
+    assert summary["skipped_samples"] == 2
+    group = summary["skipped"]["missing_image"]
+    assert (group["samples"], group["occurrences"]) == (2, 4)
+    assert sorted((s["id"], s["index"]) for s in summary["samples"]) == [("same", 0), ("same", 1)]
+    assert summary["handled"]["converted_mode"]["samples"] == 2
+    assert "| skipped | missing_image | 2 | 4 |" in report.table()
