@@ -72,6 +72,7 @@ __all__ = [
 PROCESSOR_CONFIG = "processor_config.json"
 PADDING = (True, False, "longest", "max_length")
 _TOKEN_FIELDS = ("image_token", "image_start_token", "image_end_token", "part_separator")
+_NO_LIMIT = 10**15  # transformers' "no model_max_length" is int(1e30)
 _HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "revision", "subfolder", "token")
 
 
@@ -140,6 +141,14 @@ class VLMProcessor:
                 f"text ('a{token}a' -> {ids}); choose another token string"
             )
         return tid
+
+    @property
+    def context_length(self) -> int | None:
+        """The longest token sequence the LLM takes: ``tokenizer.model_max_length``, which
+        ``build_vlm`` caps at the LLM's ``max_position_embeddings`` (saved with the
+        tokenizer); None when the tokenizer sets no real limit."""
+        length = self.tokenizer.model_max_length
+        return length if isinstance(length, int) and 0 < length < _NO_LIMIT else None
 
     @property
     def patch_size(self) -> int:

@@ -179,6 +179,19 @@ def test_the_model_checks_pixel_range_nan_image_sizes_and_placeholders(radio_dir
         model(input_ids=text_only["input_ids"], pixel_values=pixels)
 
 
+def test_build_caps_the_tokenizers_length_at_the_llms_context(tmp_path, radio_dir):
+    tokenizer = tiny_tokenizer("chatml")
+    assert tokenizer.model_max_length == 4096
+    llm = tiny_llm("qwen2", vocab_size=len(tokenizer) + 3, max_position_embeddings=256)
+    _, processor = vlm.build_vlm(radio_dir, llm, tokenizer=tokenizer, num_tokens=4)
+    assert processor.context_length == 256
+    processor.save_pretrained(tmp_path)
+    assert AutoProcessor.from_pretrained(tmp_path).context_length == 256
+    roomy = tiny_llm("qwen2", vocab_size=len(tokenizer) + 3, max_position_embeddings=8192)
+    _, processor = vlm.build_vlm(radio_dir, roomy, tokenizer=tiny_tokenizer(), num_tokens=4)
+    assert processor.context_length == 4096  # the tokenizer's own, smaller limit stays
+
+
 def test_an_elongated_image_still_costs_exactly_k_tokens(radio_dir):
     model, processor = build(radio_dir, "tome", num_tokens=16)
     batch = processor(conversations=chat("Read it.", "Hi."), images=[image(20, 1000)])

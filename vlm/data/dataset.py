@@ -31,8 +31,8 @@ which outcome:
 | <image> markers != images                    | skipped: image_count_mismatch               |
 | no messages / only empty ones                | skipped: empty_conversation                 |
 | no non-empty assistant reply                 | skipped: no_assistant_reply                 |
-| longer than max_length                       | skipped: too_long (unless truncation=True   |
-|                                              | can cut text after the last image)          |
+| longer than max_length (default: the LLM's   | skipped: too_long (unless truncation=True   |
+| context, ``VLMProcessor.context_length``)    | can cut text after the last image)          |
 | "<|im_end|>" (any special token) as text     | skipped: special_token_in_text (it would    |
 |                                              | end the reply's labels where it stands)     |
 | malformed entry                              | skipped: malformed_sample                   |
@@ -74,7 +74,9 @@ Features = dict[str, Any]
 class SampleEncoder:
     """Raw sample -> features (module docstring), or ``SkipSample``; shared by both datasets.
 
-    max_length / truncation: as ``VLMProcessor``; max_aspect_ratio: see ``images``.
+    max_length / truncation: as ``VLMProcessor``; None: the LLM's context length
+        (``processor.context_length``; no limit when the tokenizer names none).
+    max_aspect_ratio: see ``images``.
     """
 
     def __init__(
@@ -89,7 +91,11 @@ class SampleEncoder:
         if max_aspect_ratio is not None and max_aspect_ratio < 1:
             raise ValueError(f"max_aspect_ratio must be >= 1 (or None); got {max_aspect_ratio}")
         self.processor, self.report = processor, report
-        self.max_length, self.truncation = max_length, truncation
+        self.truncation = truncation
+        self.max_length, self._limit = max_length, ""
+        if max_length is None and processor.context_length is not None:
+            self.max_length = processor.context_length
+            self._limit = " (data.max_length is null: the LLM's context length)"
         self.max_aspect_ratio = max_aspect_ratio
 
     def __call__(self, raw: RawSample, index: int | None = None) -> Features:
@@ -140,7 +146,7 @@ class SampleEncoder:
                 return_tensors=None,
             )
         except SampleTooLongError as err:
-            raise SkipSample("too_long", str(err).split(";")[0]) from err
+            raise SkipSample("too_long", str(err).split(";")[0] + self._limit) from err
         except ChatTemplateError as err:
             raise SkipSample("chat_template", str(err)) from err
         except SpecialTokenInTextError as err:

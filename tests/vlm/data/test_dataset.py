@@ -386,3 +386,40 @@ def test_samples_sharing_an_id_are_each_counted(tmp_path):
     assert sorted((s["id"], s["index"]) for s in summary["samples"]) == [("same", 0), ("same", 1)]
     assert summary["handled"]["converted_mode"]["samples"] == 2
     assert "| skipped | missing_image | 2 | 4 |" in report.table()
+
+
+def test_max_length_defaults_to_the_llms_context_and_longer_samples_are_skipped():
+    def long_sample(words: int) -> _Texts:
+        return _Texts(["short", "word " * words])
+
+    proc = processor()
+    assert proc.context_length == 4096  # the tiny tokenizer's model_max_length
+    proc.tokenizer.model_max_length = 64  # a 64-token LLM
+    dataset = VLMDataset(long_sample(100), proc)
+    assert len(dataset[1]["input_ids"]) <= 64  # index 1 is too long: index 0 comes instead
+    [skip] = dataset.report.summary()["samples"]
+    assert skip["reason"] == "too_long"
+    assert "more than max_length=64 (data.max_length is null: the LLM's context" in skip["detail"]
+    explicit = VLMDataset(long_sample(100), proc, max_length=400)  # an explicit value wins
+    assert len(explicit[1]["input_ids"]) > 64 and not explicit.report.entries()
+    proc.tokenizer.model_max_length = int(1e30)  # transformers' "no limit"
+    assert proc.context_length is None
+    unlimited = VLMDataset(long_sample(100), proc)
+    assert len(unlimited[1]["input_ids"]) > 64 and not unlimited.report.entries()
+
+
+class _Texts:
+    """A source of text-only samples, one per reply."""
+
+    def __init__(self, replies):
+        self.replies = replies
+
+    def __len__(self):
+        return len(self.replies)
+
+    def __getitem__(self, index):
+        messages = [
+            {"role": "user", "content": "Say it."},
+            {"role": "assistant", "content": self.replies[index]},
+        ]
+        return {"id": f"t{index}", "images": [], "messages": messages}
