@@ -22,6 +22,7 @@ which outcome:
 | path with ``..`` / absolute outside the root | skipped: path_escapes_root                  |
 | symlink in the root leading outside it       | skipped: path_escapes_root                  |
 | more pixels than ``max_pixels`` (64 Mpx)     | skipped: image_too_large                    |
+| NaN / inf pixels in an array or tensor      | skipped: unsupported_image                  |
 | CMYK, 16-bit, greyscale, palette, alpha      | converted to RGB (alpha on white): handled  |
 | EXIF-rotated photo                           | turned upright: handled                     |
 | 1x1 image                                    | scaled up by the resolution policy (padded  |
@@ -33,7 +34,7 @@ which outcome:
 | no non-empty assistant reply                 | skipped: no_assistant_reply                 |
 | longer than max_length (default: the LLM's   | skipped: too_long (unless truncation=True   |
 | context, ``VLMProcessor.context_length``)    | can cut text after the last image)          |
-| "<|im_end|>" (any special token) as text     | skipped: special_token_in_text (it would    |
+| a special token (end of turn ...) as text    | skipped: special_token_in_text (it would    |
 |                                              | end the reply's labels where it stands)     |
 | malformed entry                              | skipped: malformed_sample                   |
 
