@@ -26,6 +26,7 @@ from .blockwise_towers import blockwise_tower_forward
 from .from_config import ENCODER_TYPES, encoder_from_config
 from .hf_tower_checkpoint import TOWER_MODEL_TYPES, TOWERS, load_tower
 from .hf_towers import ClipTower, Dinov2Tower, HFVisionTower, Siglip2NaflexTower, SiglipTower
+from .image_loading import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
 from .image_processing import ImageProcessor, ResolutionWarning, batch_pixels, to_rgb
 from .radio import RadioEncoder
 from .radio_checkpoint import load_radio
@@ -35,6 +36,7 @@ from .tiling import TileLayout, tile_image, untile
 
 __all__ = [
     "ARCHITECTURES",
+    "DEFAULT_MAX_PIXELS",
     "ENCODER_TYPES",
     "RADIO_VERSIONS",
     "TOWERS",
@@ -44,6 +46,7 @@ __all__ = [
     "Dinov2Tower",
     "EncoderOutput",
     "HFVisionTower",
+    "ImageLoadError",
     "ImageProcessor",
     "PCABasis",
     "RadioEncoder",
@@ -60,6 +63,7 @@ __all__ = [
     "build_encoder",
     "encoder_from_config",
     "fit_pca",
+    "load_image",
     "load_radio",
     "load_tower",
     "merge_schedule",

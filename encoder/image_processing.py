@@ -17,8 +17,14 @@ Every "resolution" here is a length of the image's LONGEST side, in pixels. Size
 Then each side is rounded to the nearest multiple of the patch (halves round up), and never
 below one patch. With ``min_patches`` (a VLM with a fixed budget of K tokens sets it to K) a
 very elongated image whose grid would have fewer patches is stretched along its short side
-(then both sides, if need be) until it has at least that many. A target whose longest side would exceed ``max_resolution`` is scaled down
-(keeping aspect) with a ``ResolutionWarning`` naming both sizes: images are never cropped.
+(then both sides, if need be) until it has at least that many. A target whose longest side
+would exceed ``max_resolution`` is scaled down (keeping aspect) with a ``ResolutionWarning``
+naming both sizes: images are never cropped.
+
+Before any of that, every image goes through ``image_loading.load_image`` (the loader the
+training data uses too): files decoded strictly (a truncated file is an error), at most
+``max_pixels`` pixels (checked from a file's header), EXIF orientation applied, every mode
+converted to RGB, NaN pixels refused.
 """
 
 from __future__ import annotations
@@ -34,9 +40,20 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from .image_loading import DEFAULT_MAX_PIXELS, load_image, to_rgb
+
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "MODES",
+    "ImageProcessor",
+    "ResolutionWarning",
+    "batch_pixels",
+    "pil_to_tensor",
+    "to_rgb",
+]
+
 Resampling = Image.Resampling
 MODES = ("fixed", "keep-aspect", "native")
-_ALPHA_MODES = ("LA", "La", "PA", "RGBA", "RGBa")
 
 
 class ResolutionWarning(UserWarning):
@@ -56,6 +73,8 @@ class ImageProcessor:
     pad:            ``keep-aspect`` only: pad to resolution x resolution (black, bottom/right).
     min_patches:    the fewest patches an image may have (stretching its short side).
     resample:       PIL filter for resizing (enum, int or name such as "bicubic").
+    max_pixels:     larger images are refused (``ImageLoadError``), from a file's header
+                    before decoding; None: no limit (``image_loading``).
     """
 
     patch_size: int
@@ -66,6 +85,7 @@ class ImageProcessor:
     pad: bool = False
     resample: Resampling = Resampling.BICUBIC
     min_patches: int | None = None
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
 
     def __post_init__(self) -> None:
         p = positive_int("patch_size", self.patch_size)
@@ -116,6 +136,8 @@ class ImageProcessor:
                     f"min_patches {self.min_patches} is more than the largest grid the encoder "
                     f"takes ({side}x{side} at max_resolution {self.max_resolution}); lower it"
                 )
+        if self.max_pixels is not None:
+            positive_int("max_pixels", self.max_pixels)
         # frozen dataclass: normalise the filter once so equality and to_dict are canonical
         object.__setattr__(self, "resample", resampling(self.resample))
 
@@ -174,14 +196,10 @@ class ImageProcessor:
 
     # ------------------------------------------------------------------ pixels
 
-    @staticmethod
-    def to_rgb(image: Any) -> Image.Image:
-        """Same as the module-level ``to_rgb``."""
-        return to_rgb(image)
-
     def preprocess(self, image: Any) -> Tensor:
-        """One image (see ``to_rgb`` for the accepted kinds) -> [3, H, W] float32 in [0, 1]."""
-        rgb = to_rgb(image)
+        """One image (a path, bytes, PIL image, numpy array or torch tensor; see
+        ``image_loading.load_image``) -> [3, H, W] float32 in [0, 1]."""
+        rgb = load_image(image, max_pixels=self.max_pixels)
         w, h = rgb.size
         rh, rw = self.resize_size(h, w)
         if (rh, rw) != (h, w):
@@ -213,6 +231,7 @@ class ImageProcessor:
             "pad": self.pad,
             "resample": self.resample.name.lower(),
             "min_patches": self.min_patches,
+            "max_pixels": self.max_pixels,
         }
 
     @classmethod
@@ -235,141 +254,13 @@ def batch_pixels(pixels: Sequence[Tensor]) -> Tensor | list[Tensor]:
     return list(pixels)
 
 
-# ---------------------------------------------------------------------- conversions
-
-
-def to_rgb(image: Any) -> Image.Image:
-    """Any supported image -> an 8-bit RGB PIL image (transparency composited on white).
-
-    Accepts PIL images of any mode: 16-bit greys (I;16, I;16B, ...) are scaled by 255/65535;
-    mode I is read as 16-bit when its values fit [0, 65535] (how Pillow may open 16-bit PNGs),
-    otherwise stretched from its min..max; F is taken as floats in [0, 1]. numpy arrays and
-    torch tensors: [H, W] grey, or 1-4 channels (grey, grey+alpha, RGB, RGBA) as [H, W, C]
-    or [C, H, W] (when ambiguous: [H, W, C] for numpy, [C, H, W] for torch); dtypes bool,
-    uint8 (0-255), uint16 (0-65535) and floats (clipped to [0, 1]). Floats are quantised to
-    8 bits like every other input.
-    """
-    if isinstance(image, Image.Image):
-        return _pil_to_rgb(image)
-    if isinstance(image, torch.Tensor):
-        t = image.detach().cpu()
-        if t.dtype in (torch.float16, torch.bfloat16):
-            t = t.float()
-        return _array_to_rgb(t.numpy(), channels_first=True)
-    if isinstance(image, np.ndarray):
-        return _array_to_rgb(image, channels_first=False)
-    raise TypeError(
-        f"unsupported image type {type(image).__name__}; pass a PIL image, a numpy array "
-        "[H, W(, C)] or a torch tensor [C, H, W] / [H, W, C]"
-    )
+# ---------------------------------------------------------------------- pixels
 
 
 def pil_to_tensor(image: Image.Image) -> Tensor:
     """RGB PIL image -> [3, H, W] float32 in [0, 1]."""
     array = np.asarray(image.convert("RGB"), dtype=np.uint8)
     return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
-
-
-def _pil_to_rgb(image: Image.Image) -> Image.Image:
-    mode = image.mode
-    if mode.startswith("I;16") or mode in ("I", "F"):
-        # Pillow's own convert() clips these to 0..255 instead of scaling them
-        return _array_to_rgb(_high_depth_to_unit(image), channels_first=False)
-    if _has_alpha(image):  # includes P / L / RGB with a transparent colour ("transparency")
-        return _on_white(image.convert("RGBA"))
-    if mode == "RGB":
-        return image
-    try:
-        return image.convert("RGB")
-    except (ValueError, OSError) as err:
-        raise ValueError(f"cannot convert a PIL image of mode {mode!r} to RGB: {err}") from err
-
-
-def _has_alpha(image: Image.Image) -> bool:
-    """Alpha channel, RGBA palette or a transparent colour (``has_transparency_data`` needs
-    Pillow >= 10.1; the project allows 10.0)."""
-    if image.mode in _ALPHA_MODES or "transparency" in image.info:
-        return True
-    return image.mode == "P" and image.palette is not None and image.palette.mode.endswith("A")
-
-
-def _high_depth_to_unit(image: Image.Image) -> np.ndarray:
-    """I;16* / I / F image -> float32 [H, W] in [0, 1]. F: values in [0, 1] as they are,
-    in [0, 255] (what ``convert("F")`` of an 8-bit image gives) divided by 255, else stretched
-    from their minimum to their maximum like I."""
-    a = np.asarray(image)
-    if image.mode == "F":
-        a = np.nan_to_num(a.astype(np.float32))
-        if not a.size or (a.min() >= 0 and a.max() <= 1):
-            return a
-        if a.min() >= 0 and a.max() <= 255:
-            return a / 255.0
-    a = a.astype(np.float64)
-    if image.mode.startswith("I;16") or (a.size and a.min() >= 0 and a.max() <= 65535):
-        return (a / 65535.0).astype(np.float32)
-    lo, hi = float(a.min()), float(a.max())
-    return ((a - lo) / max(hi - lo, 1.0)).astype(np.float32)
-
-
-def _array_to_rgb(array: np.ndarray, channels_first: bool) -> Image.Image:
-    """[H, W] or [H, W, C] / [C, H, W] array (C in 1..4) -> RGB PIL image."""
-    a = _unit_float(array)
-    if a.ndim == 3:
-        lead, last = a.shape[0] in (1, 2, 3, 4), a.shape[-1] in (1, 2, 3, 4)
-        if lead and (channels_first or not last):
-            a = np.moveaxis(a, 0, -1)
-        elif not last:
-            raise ValueError(
-                f"image array of shape {tuple(array.shape)} has no channel axis of size 1-4; "
-                "expected [H, W], [H, W, C] or [C, H, W] with C in 1..4"
-            )
-    elif a.ndim == 2:
-        a = a[:, :, None]
-    else:
-        raise ValueError(
-            f"image array must be [H, W] or 3-D with 1-4 channels; got shape "
-            f"{tuple(array.shape)} (pass a batch as a list of images)"
-        )
-    if a.shape[0] == 0 or a.shape[1] == 0:
-        raise ValueError(f"image has an empty side: shape {tuple(array.shape)}")
-    c = a.shape[-1]
-    color = a[..., :3] if c >= 3 else np.repeat(a[..., :1], 3, axis=-1)
-    if c in (2, 4):  # the last channel is alpha: composite on white in full precision
-        alpha = a[..., -1:]
-        color = color * alpha + (1.0 - alpha)
-    return Image.fromarray(_quantise(color), mode="RGB")
-
-
-def _unit_float(array: np.ndarray) -> np.ndarray:
-    """bool / uint8 / uint16 / float array -> float32 in [0, 1]."""
-    if array.dtype == np.bool_:
-        return array.astype(np.float32)
-    if array.dtype == np.uint8:
-        return array.astype(np.float32) / 255.0
-    if array.dtype.kind == "u" and array.dtype.itemsize == 2:  # either byte order
-        return array.astype(np.float32) / 65535.0
-    if np.issubdtype(array.dtype, np.floating):
-        values = np.nan_to_num(array.astype(np.float32))
-        # a float image in 0-255 would otherwise be clipped to almost white without a word
-        if values.size and (values.max() > 1.0 + 1e-3 or values.min() < -1e-3):
-            raise ValueError(
-                f"float image values must be in [0, 1]; got [{values.min():.3g}, "
-                f"{values.max():.3g}] (divide 0-255 images by 255, or pass uint8)"
-            )
-        return np.clip(values, 0.0, 1.0)
-    raise TypeError(
-        f"unsupported image dtype {array.dtype}; use uint8 (0-255), uint16 (0-65535), bool "
-        "or floats in [0, 1]"
-    )
-
-
-def _quantise(unit: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(np.floor(unit * 255.0 + 0.5).astype(np.uint8))
-
-
-def _on_white(rgba: Image.Image) -> Image.Image:
-    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-    return Image.alpha_composite(white, rgba).convert("RGB")
 
 
 def _round_scaled(side: int, num: int, den: int, patch: int) -> int:

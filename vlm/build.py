@@ -4,7 +4,8 @@
 
 The encoder and the LLM keep their pretrained weights; the projector is new (seeded). The
 image placeholder (and optional start/end markers) are added to the tokenizer as special
-tokens and the LLM's embeddings grow to match.
+tokens and the LLM's embeddings grow to match; the tokenizer's ``model_max_length`` is capped
+at the LLM's ``max_position_embeddings`` (``VLMProcessor.context_length``).
 """
 
 from __future__ import annotations
@@ -110,6 +111,10 @@ def build_vlm(
     )
     if len(tokenizer) > llm.get_input_embeddings().num_embeddings:
         llm.resize_token_embeddings(len(tokenizer))
+    # the LLM's context, where the training data's max_length defaults to (VLMProcessor)
+    context = getattr(llm.config.get_text_config(), "max_position_embeddings", None)
+    if isinstance(context, int) and context < tokenizer.model_max_length:
+        tokenizer.model_max_length = context
 
     # VLMConfig shares the LLM's config and resets its attention implementation (transformers
     # sets it recursively on sub-configs), so the one the LLM was loaded with is put back.

@@ -12,6 +12,10 @@ including the first special token (``stop_ids``: ``<|im_end|>``, ``<|eot_id|>``,
 follows (a newline); with none there, trailing whitespace is left out. A token straddling the
 reply's start is labelled. Images are only allowed in user messages, so never labelled.
 
+A special token typed inside a message's text (the string "<|im_end|>" in a reply) would be
+read by the tokenizer as the token itself and end the reply's labels there; with labels,
+``refuse_special_tokens`` turns it into a ``SpecialTokenInTextError`` instead.
+
 Every function takes the conversation's index ``b`` in its batch, for error messages only.
 """
 
@@ -30,6 +34,23 @@ Span = tuple[int, int]
 
 class ChatTemplateError(ValueError):
     """The tokenizer's chat template cannot be used to locate the assistant replies."""
+
+
+class SpecialTokenInTextError(ValueError):
+    """A message's text holds one of the tokenizer's special tokens as a string."""
+
+
+def refuse_special_tokens(messages: list[dict], b: int, specials: Collection[str]) -> None:
+    """Raise ``SpecialTokenInTextError`` when a string-content message contains any of
+    ``specials`` (the tokenizer would read it as that token, not as text)."""
+    for j, message in enumerate(messages):
+        found = [token for token in specials if token in message["content"]]
+        if found:
+            raise SpecialTokenInTextError(
+                f"conversation {b}, message {j} ({message['role']}) contains {found[0]!r} as "
+                "text; the tokenizer would read it as its special token (an end of turn cuts "
+                "the reply's labels short). Remove or reword it, or drop the sample"
+            )
 
 
 def flatten_conversation(

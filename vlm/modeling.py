@@ -9,6 +9,11 @@
 The LLM is a complete ``AutoModelForCausalLM`` (its own head, loss, cache and generation
 code); this class only builds ``inputs_embeds``. During ``generate`` transformers passes
 ``pixel_values`` at the prefill step only; later steps reuse the KV cache.
+
+Inputs are checked, never fixed silently: pixel values must be finite and in [0, 1] (what
+``VLMProcessor`` gives; the encoder normalises them itself), ``image_sizes`` when given must
+be each image's (H, W), and the image placeholders in ``input_ids`` must match the visual
+tokens the images give. Each is a ``ValueError`` naming what was found.
 """
 
 from __future__ import annotations
@@ -94,6 +99,7 @@ class VisionLanguageModel(PreTrainedModel, GenerationMixin):
         pixel_values: [N, 3, H, W] in [0, 1], or a list of [3, H_i, W_i] (mixed sizes; RADIO
         packs them into one sequence).
         """
+        check_pixel_values(pixel_values)
         tower = next(self.vision_tower.parameters())
         to_tower = {"device": tower.device, "dtype": tower.dtype}
         if isinstance(pixel_values, Tensor):
@@ -135,6 +141,8 @@ class VisionLanguageModel(PreTrainedModel, GenerationMixin):
         if pixel_values is not None:
             if input_ids is None:
                 raise ValueError("pixel_values need input_ids to find the image placeholders")
+            if image_sizes is not None:
+                check_image_sizes(pixel_values, image_sizes)
             inputs_embeds = self._insert_images(input_ids, inputs_embeds, pixel_values)
         elif input_ids is not None and _is_prefill(cache):
             count = int((input_ids == self.config.image_token_id).sum())
@@ -221,6 +229,48 @@ class VisionLanguageModel(PreTrainedModel, GenerationMixin):
             )
         visual = torch.cat(features).to(inputs_embeds.dtype)
         return inputs_embeds.masked_scatter(mask.unsqueeze(-1), visual)
+
+
+PIXEL_TOLERANCE = 1e-3  # rounding slack around [0, 1]; 0-255 or mean/std inputs are far off
+
+
+def check_pixel_values(pixel_values: Tensor | Sequence[Tensor]) -> None:
+    """ValueError unless every pixel is finite and in [0, 1]: [N, 3, H, W] or [3, H_i, W_i]s.
+    One device sync for the whole batch."""
+    images = [pixel_values] if isinstance(pixel_values, Tensor) else list(pixel_values)
+    if not images:
+        return
+    stats = torch.stack(
+        [
+            torch.stack([t.amin().float(), t.amax().float(), (~torch.isfinite(t)).sum().float()])
+            for t in images
+        ]
+    ).tolist()
+    bad = int(sum(row[2] for row in stats))
+    if bad:
+        raise ValueError(
+            f"pixel_values hold {bad} NaN or infinite values; pixels must be finite (the "
+            "processor refuses such images: check the code that made these)"
+        )
+    lo, hi = min(row[0] for row in stats), max(row[1] for row in stats)
+    if lo < -PIXEL_TOLERANCE or hi > 1 + PIXEL_TOLERANCE:
+        raise ValueError(
+            f"pixel_values range over [{lo:.4g}, {hi:.4g}], outside [0, 1]: the model takes "
+            "pixels as VLMProcessor gives them, floats in [0, 1] (the encoder normalises them "
+            "itself). Divide 0-255 values by 255; do not normalise by a mean and std."
+        )
+
+
+def check_image_sizes(pixel_values: Tensor | Sequence[Tensor], image_sizes: Any) -> None:
+    """ValueError unless ``image_sizes`` [N, 2] lists each image's (H, W), in order."""
+    actual = [list(image.shape[-2:]) for image in pixel_values]
+    given = torch.as_tensor(image_sizes).tolist()
+    if given != actual:
+        raise ValueError(
+            f"image_sizes {given} disagree with the sizes of the {len(actual)} images in "
+            f"pixel_values {actual} ((H, W) per image, in order); pass the image_sizes the "
+            "processor made with these pixel_values, or none"
+        )
 
 
 def build_projector(config: VLMConfig, vision_width: int, compressor: TokenCompressor) -> Projector:

@@ -16,7 +16,9 @@ processed size: nothing is re-tokenised, so no "tokenization mismatch".
 
 Labels: -100 everywhere except each assistant reply and the end-of-turn token closing it,
 located through the template (it must be prefix-stable, else ``ChatTemplateError``); see
-``vlm.chat``. Images are only allowed in user messages, so never labelled.
+``vlm.chat``. With labels, a special token typed inside a message's text ("<|im_end|>") is a
+``SpecialTokenInTextError``: the tokenizer would read it as the token and cut the labels.
+Without labels (generation prompts) such text is tokenised as the tokenizer always does. Images are only allowed in user messages, so never labelled.
 
 Not a ``transformers.ProcessorMixin``: it requires ``image_processor`` to be a transformers
 ``ImageProcessingMixin`` (ours is a frozen dataclass) and loads sub-processors via the Auto
@@ -43,8 +45,10 @@ from .chat import (
     IGNORE_INDEX,
     ChatTemplateError,
     Conversation,
+    SpecialTokenInTextError,
     encode_chat,
     flatten_conversation,
+    refuse_special_tokens,
     render_chat,
 )
 from .processing_batch import (
@@ -54,15 +58,21 @@ from .processing_batch import (
     fit_max_length,
     images_per_sample,
     is_conversation,
-    load_image,
     pad_rows,
 )
 
-__all__ = ["IGNORE_INDEX", "ChatTemplateError", "SampleTooLongError", "VLMProcessor"]
+__all__ = [
+    "IGNORE_INDEX",
+    "ChatTemplateError",
+    "SampleTooLongError",
+    "SpecialTokenInTextError",
+    "VLMProcessor",
+]
 
 PROCESSOR_CONFIG = "processor_config.json"
 PADDING = (True, False, "longest", "max_length")
 _TOKEN_FIELDS = ("image_token", "image_start_token", "image_end_token", "part_separator")
+_NO_LIMIT = 10**15  # transformers' "no model_max_length" is int(1e30)
 _HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "revision", "subfolder", "token")
 
 
@@ -117,6 +127,10 @@ class VLMProcessor:
         # a reply ends at the first special token after it (image tokens excluded)
         added = {i for i, t in tokenizer.added_tokens_decoder.items() if t.special}
         self._stop_ids = (added | set(tokenizer.all_special_ids)) - ours
+        # their strings: refused inside message text when labelling (``chat``)
+        self._special_texts = sorted(
+            {t for t in tokenizer.convert_ids_to_tokens(sorted(self._stop_ids)) if t}
+        )
 
     def _atomic_id(self, token: str) -> int:
         tid = self.tokenizer.convert_tokens_to_ids(token)
@@ -127,6 +141,14 @@ class VLMProcessor:
                 f"text ('a{token}a' -> {ids}); choose another token string"
             )
         return tid
+
+    @property
+    def context_length(self) -> int | None:
+        """The longest token sequence the LLM takes: ``tokenizer.model_max_length``, which
+        ``build_vlm`` caps at the LLM's ``max_position_embeddings`` (saved with the
+        tokenizer); None when the tokenizer sets no real limit."""
+        length = self.tokenizer.model_max_length
+        return length if isinstance(length, int) and 0 < length < _NO_LIMIT else None
 
     @property
     def patch_size(self) -> int:
@@ -205,6 +227,8 @@ class VLMProcessor:
                         "give each image once"
                     )
                 per_sample[b] = inline or per_sample[b]
+                if return_labels:
+                    refuse_special_tokens(samples[b], b, self._special_texts)
                 if add_generation_prompt and samples[b][-1]["role"] == "assistant":
                     raise ValueError(
                         f"conversation {b} ends with an assistant reply but "
@@ -218,7 +242,9 @@ class VLMProcessor:
                     f"{{'type': 'image'}} items) but {len(per_sample[b])} images were given; "
                     "pass one image per marker, in order of appearance"
                 )
-        flat_images = [load_image(image) for images_b in per_sample for image in images_b]
+        # paths, bytes and PIL images alike go through the encoder's loader (EXIF, strict
+        # decoding, pixel limit), the one the training data uses
+        flat_images = [image for images_b in per_sample for image in images_b]
         pixels = self.image_processor(flat_images) if flat_images else []
         counts = iter([self.num_image_tokens(*p.shape[-2:]) for p in pixels])
         rows: list[Row] = []

@@ -4,11 +4,9 @@ image, and padding rows of token ids into one batch."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
 
 from .chat import IGNORE_INDEX
 
@@ -52,15 +50,6 @@ def images_per_sample(images: Any, batch_size: int) -> list[list[Any]]:
             "image, a list of images or None) per sample"
         )
     return [[] if x is None else list(x) if isinstance(x, (list, tuple)) else [x] for x in images]
-
-
-def load_image(image: Any) -> Any:
-    """A file path -> a PIL image; anything else as is (the image processor checks it)."""
-    if isinstance(image, (str, Path)):
-        with Image.open(image) as f:
-            f.load()
-            return f
-    return image
 
 
 def fit_max_length(

@@ -151,6 +151,47 @@ def test_bad_inputs_fail_with_clear_messages(radio_dir):
         build(radio_dir, "unshuffle", num_tokens=4)
 
 
+def test_the_model_checks_pixel_range_nan_image_sizes_and_placeholders(radio_dir):
+    model, processor = build(radio_dir, "tome", num_tokens=4)
+    batch = processor(conversations=chat("Read it.", "Hi."), images=[image(64, 48)])
+    pixels = batch["pixel_values"]
+    assert batch["image_sizes"].tolist() == [[64, 48]] and pixels.shape == (1, 3, 64, 48)
+    with torch.no_grad():
+        assert torch.isfinite(model(**batch).loss)
+        for edge in (torch.zeros_like(pixels), torch.ones_like(pixels)):  # [0, 1] inclusive
+            assert len(model.get_image_features(edge)) == 1
+    scaled = pixels * 255  # a 0-255 image
+    lo, hi = float(scaled.min()), float(scaled.max())
+    assert hi > 200
+    with pytest.raises(ValueError, match=rf"range over \[{lo:.4g}, {hi:.4g}\], outside \[0, 1\]"):
+        model(**{**batch, "pixel_values": scaled})
+    with pytest.raises(ValueError, match="VLMProcessor gives them"):
+        model.get_image_features([(pixels[0] - 0.5) / 0.25])  # mean/std normalised: negative
+    broken = pixels.clone()
+    broken[0, 1, 2, 3] = float("nan")
+    with pytest.raises(ValueError, match="pixel_values hold 1 NaN or infinite values"):
+        model(**{**batch, "pixel_values": broken})
+    for sizes in ([[48, 64]], [[64, 48], [64, 48]]):
+        with pytest.raises(ValueError, match=r"image_sizes .* disagree .* \[\[64, 48\]\]"):
+            model(**{**batch, "image_sizes": torch.tensor(sizes)})
+    text_only = processor(conversations=chat("Read it.", "Hi.", images=0))
+    with pytest.raises(ValueError, match="hold 0 image placeholder tokens but the 1 images give 4"):
+        model(input_ids=text_only["input_ids"], pixel_values=pixels)
+
+
+def test_build_caps_the_tokenizers_length_at_the_llms_context(tmp_path, radio_dir):
+    tokenizer = tiny_tokenizer("chatml")
+    assert tokenizer.model_max_length == 4096
+    llm = tiny_llm("qwen2", vocab_size=len(tokenizer) + 3, max_position_embeddings=256)
+    _, processor = vlm.build_vlm(radio_dir, llm, tokenizer=tokenizer, num_tokens=4)
+    assert processor.context_length == 256
+    processor.save_pretrained(tmp_path)
+    assert AutoProcessor.from_pretrained(tmp_path).context_length == 256
+    roomy = tiny_llm("qwen2", vocab_size=len(tokenizer) + 3, max_position_embeddings=8192)
+    _, processor = vlm.build_vlm(radio_dir, roomy, tokenizer=tiny_tokenizer(), num_tokens=4)
+    assert processor.context_length == 4096  # the tokenizer's own, smaller limit stays
+
+
 def test_an_elongated_image_still_costs_exactly_k_tokens(radio_dir):
     model, processor = build(radio_dir, "tome", num_tokens=16)
     batch = processor(conversations=chat("Read it.", "Hi."), images=[image(20, 1000)])

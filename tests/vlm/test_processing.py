@@ -10,7 +10,12 @@ from PIL import Image
 
 from encoder.image_processing import ImageProcessor
 from token_merge import TokenCompressor
-from vlm.processing import ChatTemplateError, SampleTooLongError, VLMProcessor
+from vlm.processing import (
+    ChatTemplateError,
+    SampleTooLongError,
+    SpecialTokenInTextError,
+    VLMProcessor,
+)
 from vlm.tiny import tiny_tokenizer
 
 EOT = {"chatml": "<|im_end|>", "llama3": "<|eot_id|>"}
@@ -162,6 +167,28 @@ def test_marker_and_image_count_mismatches_name_both_counts():
         make(compressor=TokenCompressor("tome", num_tokens=5))(images=image(64, 8), text="<image>")
     with pytest.raises(ValueError, match="contains '<img>' in its text"):
         proc(conversations=[{"role": "user", "content": "<img> hi"}])
+
+
+@pytest.mark.parametrize("template", ["chatml", "llama3"])
+def test_a_special_token_typed_in_a_message_never_ends_the_labels(template):
+    """Today's tokenizers read "<|im_end|>" in text as the token itself: a reply holding it
+    would be labelled only up to there. With labels, such a sample is refused instead."""
+    proc = make(template)
+    token = EOT[template]
+    typed = f"Type {token} to end a turn."
+    for role in ("assistant", "user"):
+        conversation = chat(0)
+        at = 2 if role == "assistant" else 1  # the first reply / the first question
+        conversation[at] = {"role": role, "content": typed}
+        with pytest.raises(SpecialTokenInTextError) as info:
+            proc(conversations=conversation)
+        message = str(info.value)
+        assert f"conversation 0, message {at} ({role}) contains {token!r}" in message
+    # the same text with labels off (a prompt for generation) is tokenised as it always was
+    prompt = proc(conversations=[{"role": "user", "content": typed}], add_generation_prompt=True)
+    assert proc.tokenizer.convert_tokens_to_ids(token) in prompt["input_ids"][0].tolist()
+    # the image token in text is a marker, not this error
+    assert "labels" in proc(images=[image(), image()], conversations=chat(2))
 
 
 def test_inline_images_and_text_prompts():

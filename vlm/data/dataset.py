@@ -4,9 +4,10 @@
     >>> dataset[0]   # {"input_ids": [L], "attention_mask": [L], "labels": [L],
     ...              #  "pixel_values": [[3, H_i, W_i], ...], "image_sizes": [n, 2]}
 
-One sample at a time: images are loaded by ``images.open_image`` (EXIF transpose, RGB via
-the encoder's ``to_rgb``) and padded by ``images.fit_budget``, then the processor tokenises
-the conversation (labels on the assistant replies only).
+One sample at a time: images are loaded by ``images.open_image`` (the encoder's
+``load_image``, which inference and evaluation use too: EXIF transpose, strict decoding, the
+image processor's ``max_pixels``, RGB) and padded by ``images.fit_budget``, then the processor
+tokenises the conversation (labels on the assistant replies only).
 
 Bad input never crashes the run and is never dropped silently. A sample that cannot be used
 raises ``SkipSample`` internally; ``__getitem__`` records (id, reason) in the ``SkipReport``
@@ -19,6 +20,9 @@ which outcome:
 | missing / unreadable file, corrupt bytes     | skipped: missing_image / corrupt_image      |
 | truncated PNG/JPEG                           | skipped: truncated_image                    |
 | path with ``..`` / absolute outside the root | skipped: path_escapes_root                  |
+| symlink in the root leading outside it       | skipped: path_escapes_root                  |
+| more pixels than ``max_pixels`` (64 Mpx)     | skipped: image_too_large                    |
+| NaN / inf pixels in an array or tensor      | skipped: unsupported_image                  |
 | CMYK, 16-bit, greyscale, palette, alpha      | converted to RGB (alpha on white): handled  |
 | EXIF-rotated photo                           | turned upright: handled                     |
 | 1x1 image                                    | scaled up by the resolution policy (padded  |
@@ -28,8 +32,10 @@ which outcome:
 | <image> markers != images                    | skipped: image_count_mismatch               |
 | no messages / only empty ones                | skipped: empty_conversation                 |
 | no non-empty assistant reply                 | skipped: no_assistant_reply                 |
-| longer than max_length                       | skipped: too_long (unless truncation=True   |
-|                                              | can cut text after the last image)          |
+| longer than max_length (default: the LLM's   | skipped: too_long (unless truncation=True   |
+| context, ``VLMProcessor.context_length``)    | can cut text after the last image)          |
+| a special token (end of turn ...) as text    | skipped: special_token_in_text (it would    |
+|                                              | end the reply's labels where it stands)     |
 | malformed entry                              | skipped: malformed_sample                   |
 
 After ``max_consecutive_skips`` bad samples in a row (or the whole dataset), ``__getitem__``
@@ -50,7 +56,12 @@ from tqdm.auto import tqdm
 from encoder.image_processing import ResolutionWarning
 
 from ..chat import IGNORE_INDEX, flatten_conversation
-from ..processing import ChatTemplateError, SampleTooLongError, VLMProcessor
+from ..processing import (
+    ChatTemplateError,
+    SampleTooLongError,
+    SpecialTokenInTextError,
+    VLMProcessor,
+)
 from .images import fit_budget, open_image
 from .skips import SkipReport, SkipSample
 from .sources import HFStreamSource, RawSample, Source
@@ -64,7 +75,9 @@ Features = dict[str, Any]
 class SampleEncoder:
     """Raw sample -> features (module docstring), or ``SkipSample``; shared by both datasets.
 
-    max_length / truncation: as ``VLMProcessor``; max_aspect_ratio: see ``images``.
+    max_length / truncation: as ``VLMProcessor``; None: the LLM's context length
+        (``processor.context_length``; no limit when the tokenizer names none).
+    max_aspect_ratio: see ``images``.
     """
 
     def __init__(
@@ -79,10 +92,15 @@ class SampleEncoder:
         if max_aspect_ratio is not None and max_aspect_ratio < 1:
             raise ValueError(f"max_aspect_ratio must be >= 1 (or None); got {max_aspect_ratio}")
         self.processor, self.report = processor, report
-        self.max_length, self.truncation = max_length, truncation
+        self.truncation = truncation
+        self.max_length, self._limit = max_length, ""
+        if max_length is None and processor.context_length is not None:
+            self.max_length = processor.context_length
+            self._limit = " (data.max_length is null: the LLM's context length)"
         self.max_aspect_ratio = max_aspect_ratio
 
-    def __call__(self, raw: RawSample) -> Features:
+    def __call__(self, raw: RawSample, index: int | None = None) -> Features:
+        """``index``: the sample's position in its source, for the report."""
         sid, proc = raw["id"], self.processor
         messages, images = raw["messages"], list(raw["images"])
         if not isinstance(messages, list):
@@ -106,12 +124,12 @@ class SampleEncoder:
             )
 
         def note(reason: str, detail: str) -> None:
-            self.report.add(sid, reason, detail, kind="handled")
+            self.report.add(sid, reason, detail, kind="handled", index=index)
 
         ip = proc.image_processor
         loaded = [
             fit_budget(
-                open_image(image, ip.to_rgb, note),
+                open_image(image, note, ip.max_pixels),
                 self._fits,
                 self.max_aspect_ratio,
                 ip.max_resolution,
@@ -129,9 +147,11 @@ class SampleEncoder:
                 return_tensors=None,
             )
         except SampleTooLongError as err:
-            raise SkipSample("too_long", str(err).split(";")[0]) from err
+            raise SkipSample("too_long", str(err).split(";")[0] + self._limit) from err
         except ChatTemplateError as err:
             raise SkipSample("chat_template", str(err)) from err
+        except SpecialTokenInTextError as err:
+            raise SkipSample("special_token_in_text", str(err)) from err
         except ValueError as err:
             raise SkipSample("processor_error", str(err)) from err
         labels = out["labels"][0]
@@ -214,7 +234,7 @@ class VLMDataset(Dataset):
             if i in self._bad:
                 continue
             try:
-                return self.encoder(self.source[i])
+                return self.encoder(self.source[i], i)
             except SkipSample as skip:
                 self._skip(i, skip.reason, skip.detail)
             except Exception as err:  # never crash mid-run; the report shows it as a bug
@@ -231,7 +251,7 @@ class VLMDataset(Dataset):
             sid = self.source.sample_id(index)
         except Exception:
             sid = f"#{index}"
-        self.report.add(sid, reason, detail)
+        self.report.add(sid, reason, detail, index=index)
 
     @property
     def lengths(self) -> list[int]:
@@ -309,14 +329,15 @@ class VLMIterableDataset(IterableDataset):
             if index % shards != shard:
                 continue
             if isinstance(raw, SkipSample):
-                self.report.add(f"row{index}", raw.reason, raw.detail)
+                self.report.add(f"row{index}", raw.reason, raw.detail, index=index)
                 continue
             try:
-                yield self.encoder(raw)
+                yield self.encoder(raw, index)
             except SkipSample as skip:
-                self.report.add(raw["id"], skip.reason, skip.detail)
+                self.report.add(raw["id"], skip.reason, skip.detail, index=index)
             except Exception as err:
-                self.report.add(raw["id"], "unexpected_error", f"{type(err).__name__}: {err}")
+                error = f"{type(err).__name__}: {err}"
+                self.report.add(raw["id"], "unexpected_error", error, index=index)
 
 
 def _has_content(message: Any) -> bool:

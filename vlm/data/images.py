@@ -1,16 +1,19 @@
-"""Loading one training image safely: path checks, decoding, EXIF, RGB, the patch budget.
+"""Loading one training image safely: path checks, the encoder's loader, the patch budget.
 
 Rules (each failure raises ``SkipSample`` with the reason in brackets):
 
-- Paths are resolved against the image root; after normalising ``..`` (lexically: symlinks
-  inside the root are allowed) they must stay inside it, absolute paths included
-  [path_escapes_root]. Missing/unreadable files [missing_image].
-- Decoding is complete (``load()``): undecodable bytes [corrupt_image], a file that ends
-  early [truncated_image] (Pillow's LOAD_TRUNCATED_IMAGES is never switched on), more pixels
-  than Pillow's decompression-bomb limit [image_too_large].
-- EXIF orientation is applied (a broken EXIF block is ignored). Every mode is converted to
-  8-bit RGB by the encoder's ``to_rgb``: greyscale/palette/CMYK converted, 16-bit scaled,
-  alpha composited on white [handled: converted_mode; unsupported_image if impossible].
+- Paths are resolved against the image root; after normalising ``..`` they must stay inside
+  it, absolute paths included [path_escapes_root]. Symlinks are followed only where they lead:
+  a link inside the root that points outside it is refused the same way [path_escapes_root]
+  (a root that is itself a link is fine: it is resolved first).
+- Everything else about one image is the encoder's ``load_image``, the loader inference and
+  evaluation use too (``encoder.image_loading``): missing/unreadable files [missing_image],
+  undecodable bytes [corrupt_image], a file that ends early [truncated_image] (whatever
+  Pillow's global LOAD_TRUNCATED_IMAGES says), more pixels than the image processor's
+  ``max_pixels`` (read from the header, before decoding) or Pillow's bomb limit
+  [image_too_large], NaN pixels or an impossible mode [unsupported_image]. EXIF orientation
+  is applied [handled: exif_transposed]; every mode is converted to 8-bit RGB: greyscale /
+  palette / CMYK converted, 16-bit scaled, alpha composited on white [handled: converted_mode].
 - Extreme shapes are kept, never cropped: an image whose long/short side ratio exceeds
   ``max_aspect_ratio`` is padded with white on the short side (bottom/right) to that ratio
   [handled: padded_aspect]; if the processed patch grid is still too small for the
@@ -24,16 +27,15 @@ Rules (each failure raises ``SkipSample`` with the reason in brackets):
 
 from __future__ import annotations
 
-import contextlib
-import io
 import math
 import os
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image
+
+from encoder.image_loading import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
 
 from .skips import SkipSample
 
@@ -41,15 +43,27 @@ Note = Callable[[str, str], None]  # (handled reason, detail)
 
 
 def resolve_image_path(value: str | os.PathLike, root: str | Path) -> Path:
-    """``root / value`` normalised; raises SkipSample(path_escapes_root) outside ``root``."""
+    """``root / value`` normalised; raises SkipSample(path_escapes_root) when it, or where its
+    symlinks lead, is outside ``root``."""
     root_path = os.path.normpath(os.path.abspath(root))
     path = os.path.normpath(os.path.join(root_path, os.fspath(value)))
-    if os.path.commonpath([root_path, path]) != root_path:
+    if not _inside(path, root_path):
         raise SkipSample("path_escapes_root", f"{os.fspath(value)!r} is outside {root_path}")
+    real_root, real = os.path.realpath(root_path), os.path.realpath(path)
+    if not _inside(real, real_root):
+        raise SkipSample(
+            "path_escapes_root",
+            f"{os.fspath(value)!r} is a symlink (or under one) leading outside {root_path}, "
+            f"to {real}",
+        )
     return Path(path)
 
 
-def open_image(image: Any, to_rgb: Callable[[Any], Image.Image], note: Note) -> Image.Image:
+def _inside(path: str, root: str) -> bool:
+    return os.path.commonpath([root, path]) == root
+
+
+def open_image(image: Any, note: Note, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
     """A path, ``{"bytes", "path"}`` dict (datasets' undecoded Image), bytes, PIL image or
     array -> an upright 8-bit RGB PIL image; raises ``SkipSample`` (module docstring)."""
     if isinstance(image, dict):  # datasets.Image(decode=False)
@@ -59,67 +73,10 @@ def open_image(image: Any, to_rgb: Callable[[Any], Image.Image], note: Note) -> 
             image = image["path"]
         else:
             raise SkipSample("missing_image", "an image entry with neither bytes nor path")
-    if isinstance(image, (bytes, bytearray)):
-        image = _decode(io.BytesIO(image), "<bytes>")
-    elif isinstance(image, (str, os.PathLike)):
-        image = _decode(image, os.fspath(image))
-    if isinstance(image, Image.Image):
-        image = _upright(image, note)
-    mode = getattr(image, "mode", type(image).__name__)
     try:
-        rgb = to_rgb(image)
-    except (ValueError, TypeError, OSError) as err:
-        raise SkipSample("unsupported_image", f"{mode}: {err}") from err
-    if mode != "RGB":
-        note("converted_mode", f"{mode} -> RGB")
-    return rgb
-
-
-def _decode(source: Any, name: str) -> Image.Image:
-    try:
-        with warnings.catch_warnings(), _strict_decoding():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(source) as f:
-                f.load()
-                return f.copy()  # info (with any EXIF block) is copied along
-    except FileNotFoundError as err:
-        raise SkipSample("missing_image", f"{name} does not exist") from err
-    except (IsADirectoryError, PermissionError) as err:
-        raise SkipSample("missing_image", f"{name}: {err}") from err
-    except Image.DecompressionBombError as err:
-        raise SkipSample("image_too_large", f"{name}: {err}") from err
-    except UnidentifiedImageError as err:
-        raise SkipSample("corrupt_image", f"{name}: not a recognised image") from err
-    except (OSError, SyntaxError, ValueError, EOFError) as err:
-        text = str(err)
-        truncated = "truncated" in text.lower() or isinstance(err, EOFError)
-        reason = "truncated_image" if truncated else "corrupt_image"
-        raise SkipSample(reason, f"{name}: {type(err).__name__}: {text}") from err
-
-
-@contextlib.contextmanager
-def _strict_decoding() -> Iterator[None]:
-    """Truncated files must fail to decode: lmms-eval (imported for evaluation) sets Pillow's
-    global LOAD_TRUNCATED_IMAGES, which would turn a cut-off image into grey padding."""
-    before = ImageFile.LOAD_TRUNCATED_IMAGES
-    ImageFile.LOAD_TRUNCATED_IMAGES = False
-    try:
-        yield
-    finally:
-        ImageFile.LOAD_TRUNCATED_IMAGES = before
-
-
-def _upright(image: Image.Image, note: Note) -> Image.Image:
-    """Apply the EXIF orientation; a broken EXIF block is ignored."""
-    try:
-        orientation = image.getexif().get(0x0112, 1)
-        if orientation in (1, None):
-            return image
-        upright = ImageOps.exif_transpose(image)
-    except Exception:  # broken EXIF: the pixels as stored
-        return image
-    note("exif_transposed", f"orientation {orientation}")
-    return upright
+        return load_image(image, max_pixels=max_pixels, note=note)
+    except ImageLoadError as err:  # its reasons are skip reasons of the same name
+        raise SkipSample(err.reason, str(err)) from err
 
 
 def fit_budget(

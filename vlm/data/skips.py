@@ -1,7 +1,8 @@
 """Bad samples: ``SkipSample`` (raised), ``SkipReport`` (collected), ``SkipReportCallback``.
 
 Every skipped sample, and every sample fixed by a rule ("handled": a mode conversion, a
-padding), is one JSON line ``{"id", "reason", "detail", "kind"}`` appended to a file of the
+padding), is one JSON line ``{"id", "reason", "detail", "kind"}`` (+ ``"index"``, the sample's
+position in its source, when known) appended to a file of the
 report's directory: one file per process (``<host>-<pid>.jsonl``), so DataLoader workers and
 distributed ranks report without talking to each other, and ``SkipReport.summary()`` in any
 process aggregates them all. Give every rank the same directory (e.g. ``<output_dir>/skips``)
@@ -31,9 +32,9 @@ SKIP_REASONS = {
     "missing_image": "the image file does not exist or cannot be read",
     "corrupt_image": "the bytes are not an image Pillow can decode",
     "truncated_image": "the image file ends early",
-    "image_too_large": "more pixels than Pillow's decompression-bomb limit",
-    "unsupported_image": "an image kind or mode that cannot be converted to RGB",
-    "path_escapes_root": "the image path leads outside the image root",
+    "image_too_large": "more pixels than the image processor's max_pixels (or Pillow's limit)",
+    "unsupported_image": "an image kind or mode that cannot be converted to RGB, or NaN pixels",
+    "path_escapes_root": "the image path (or a symlink on it) leads outside the image root",
     "image_too_small": "no padding makes the patch grid big enough for the token budget",
     "image_count_mismatch": "the number of <image> markers differs from the number of images",
     "empty_conversation": "no messages, or only empty ones",
@@ -42,6 +43,7 @@ SKIP_REASONS = {
     "too_long": "longer than max_length (SampleTooLongError)",
     "no_labels": "every label is -100 after tokenisation (e.g. truncated away)",
     "chat_template": "the tokenizer's chat template failed on it (ChatTemplateError)",
+    "special_token_in_text": "a message's text holds a special token string such as <|im_end|>",
     "processor_error": "the processor rejected it (ValueError)",
     "unexpected_error": "any other exception while loading it (a bug: please report)",
 }
@@ -76,15 +78,24 @@ class SkipReport:
         self.directory.mkdir(parents=True, exist_ok=True)
         self._logged = 0
 
-    def add(self, sample_id: str, reason: str, detail: str = "", kind: str = "skipped") -> None:
-        """Record one event (``kind`` "skipped" or "handled"); skips are also logged."""
+    def add(
+        self,
+        sample_id: str,
+        reason: str,
+        detail: str = "",
+        kind: str = "skipped",
+        index: int | None = None,
+    ) -> None:
+        """Record one event (``kind`` "skipped" or "handled"); skips are also logged.
+        ``index``: the sample's position in its source, which tells apart samples sharing an
+        id (LLaVA files have duplicates)."""
         table = SKIP_REASONS if kind == "skipped" else HANDLED
         if kind not in ("skipped", "handled") or reason not in table:
             raise ValueError(f"unknown {kind!r} reason {reason!r}; known: {sorted(table)}")
-        line = json.dumps(
-            {"id": str(sample_id), "reason": reason, "detail": detail[:500], "kind": kind},
-            ensure_ascii=False,
-        )
+        event = {"id": str(sample_id), "reason": reason, "detail": detail[:500], "kind": kind}
+        if index is not None:
+            event["index"] = int(index)
+        line = json.dumps(event, ensure_ascii=False)
         path = self.directory / f"{socket.gethostname()}-{os.getpid()}.jsonl"
         with open(path, "a", encoding="utf-8") as f:  # one short write per event
             f.write(line + "\n")
@@ -111,29 +122,31 @@ class SkipReport:
 
     def summary(self) -> dict[str, Any]:
         """{"skipped": {reason: {"samples", "occurrences", "ids", "detail"}}, "handled": {...},
-        "skipped_samples": distinct skipped ids, "samples": [{"id", "reason", "detail"}]}.
-        A sample seen again (next epoch, another worker) counts once in "samples"."""
+        "skipped_samples": distinct skipped samples, "samples": [{"id", "reason", "detail"
+        (, "index")}]}. A sample is its (id, index): seen again (next epoch, another worker)
+        it counts once; two samples sharing an id count twice."""
         groups: dict[str, dict[str, dict]] = {"skipped": {}, "handled": {}}
-        first: dict[tuple[str, str], dict] = {}
+        first: dict[tuple[str, int | None, str], dict] = {}
         for entry in self.entries():
             kind, reason = entry["kind"], entry["reason"]
             group = groups[kind].setdefault(
                 reason, {"samples": 0, "occurrences": 0, "ids": [], "detail": entry["detail"]}
             )
             group["occurrences"] += 1
-            if (entry["id"], reason) not in first:
-                first[(entry["id"], reason)] = entry
+            key = (entry["id"], entry.get("index"), reason)
+            if key not in first:
+                first[key] = entry
                 group["samples"] += 1
                 group["ids"].append(entry["id"])
         samples = [
-            {k: e[k] for k in ("id", "reason", "detail")}
+            {k: e[k] for k in ("id", "index", "reason", "detail") if k in e}
             for e in first.values()
             if e["kind"] == "skipped"
         ]
         return {
             "skipped": groups["skipped"],
             "handled": groups["handled"],
-            "skipped_samples": len({s["id"] for s in samples}),
+            "skipped_samples": len({(s["id"], s.get("index")) for s in samples}),
             "samples": samples,
         }
 

@@ -17,6 +17,13 @@ request's images as image items before it, and the generation prompt. Answers ar
 decoded (special tokens dropped), cut before the first ``until`` stop string, and otherwise
 unchanged: lmms-eval strips whitespace itself before scoring.
 
+Images: lmms-eval switches Pillow's ``LOAD_TRUNCATED_IMAGES`` on globally when imported, so a
+cut-off image in a task's data would be decoded with grey where its pixels are missing. Each
+document is read, and its images made (``doc_to_visual``), under ``strict_decoding``: such an
+image is an ``ImageLoadError`` naming the task and document. The processor then puts every
+image through the encoder's ``load_image``, as for training (EXIF orientation, the pixel limit,
+RGB).
+
 ``loglikelihood`` returns (mean negative log-likelihood per continuation token, is_greedy), the
 convention of lmms-eval's own models, which its ``multiple_choice`` scorer relies on (it takes
 the argmin). The base class docstring's "log probability" is inherited from lm-eval-harness
@@ -37,6 +44,8 @@ from lmms_eval.api.instance import Instance
 from lmms_eval.api.model import lmms
 from PIL import Image
 from tqdm.auto import tqdm
+
+from encoder.image_loading import decoding_error, strict_decoding
 
 from .generation import (
     as_images,
@@ -266,12 +275,18 @@ class RadioVLM(lmms):
 
     def _doc(self, task: str, split: str, doc_id: int) -> Any:
         try:
-            return self.task_dict[task][split][doc_id]
+            docs = self.task_dict[task][split]
         except KeyError as err:
             raise KeyError(
                 f"RadioVLM.task_dict has no {task!r}/{split!r}: lmms-eval's evaluator fills it "
                 "(lm.task_dict[task] = task.dataset) before sending requests"
             ) from err
+        return _strictly_decoded(lambda: docs[doc_id], task, doc_id)  # datasets decodes here
+
+    def _visuals(self, doc_to_visual: Any, doc: Any, task: str, doc_id: int) -> list[Image.Image]:
+        if not doc_to_visual:
+            return []
+        return as_images(_strictly_decoded(lambda: doc_to_visual(doc), task, doc_id), task)
 
     def _request(self, index: int, args: tuple) -> _Request:
         if len(args) != 6:
@@ -280,8 +295,8 @@ class RadioVLM(lmms):
                 f"doc_id, task, split); got {len(args)}: {args!r:.200}"
             )
         context, gen_kwargs, doc_to_visual, doc_id, task, split = args
-        visuals = doc_to_visual(self._doc(task, split, doc_id)) if doc_to_visual else None
-        return _Request(index, context, as_images(visuals, task), dict(gen_kwargs or {}))
+        images = self._visuals(doc_to_visual, self._doc(task, split, doc_id), task, doc_id)
+        return _Request(index, context, images, dict(gen_kwargs or {}))
 
     def _loglikelihood_args(self, args: tuple) -> tuple[str, str, list[Image.Image]]:
         if len(args) == 2:  # lmms-eval's unconditional (mutual-information) requests
@@ -294,11 +309,20 @@ class RadioVLM(lmms):
                 f"task {task!r} doc {doc_id}: the continuation to score must be a string; "
                 f"doc_to_target gave {continuation!r:.80}"
             )
-        visuals = doc_to_visual(doc) if doc_to_visual else None
-        return context, continuation, as_images(visuals, task)
+        return context, continuation, self._visuals(doc_to_visual, doc, task, doc_id)
 
     def _progress(self, total: int, desc: str) -> Any:
         return tqdm(total=total, desc=desc, disable=self._rank != 0)
+
+
+def _strictly_decoded(read: Any, task: str, doc_id: int) -> Any:
+    """``read()`` with truncated images refused; an image that fails to decode becomes an
+    ``ImageLoadError`` naming the task and document."""
+    try:
+        with strict_decoding():
+            return read()
+    except (OSError, SyntaxError, EOFError, Image.DecompressionBombError) as err:
+        raise decoding_error(err, f"task {task!r} document {doc_id}'s image") from err
 
 
 def _load(pretrained: str, dtype: Any, attn_implementation: str | None) -> tuple[Any, Any]:

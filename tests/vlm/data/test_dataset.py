@@ -92,6 +92,11 @@ OTHERS = {
         "path_escapes_root",
     ),
     "bad_role": ([], [("robot", "beep"), ("gpt", "x")], "malformed_sample"),
+    "typed_eot": (
+        ["good.png"],
+        [("human", "<image>\nHow do turns end?"), ("gpt", "With <|im_end|> like this.")],
+        "special_token_in_text",
+    ),
 }
 
 
@@ -169,10 +174,9 @@ def test_the_bad_input_corpus_runs_through_and_every_sample_is_accounted_for(tmp
 def test_converted_images_have_the_expected_pixels(tmp_path):
     _, root, _ = write_corpus(tmp_path)
     note = []
-    to_rgb = processor().image_processor.to_rgb
 
     def load(name):
-        return np.asarray(open_image(root / f"{name}.bin", to_rgb, lambda *a: note.append(a)))
+        return np.asarray(open_image(root / f"{name}.bin", lambda *a: note.append(a)))
 
     assert load("rgba")[0, 0].tolist() == [255, 127, 127]  # half red over white
     assert load("sixteen")[0, 0].tolist() == [156, 156, 156]  # 40000 / 65535 * 255
@@ -201,7 +205,7 @@ def test_decompression_bombs_are_skipped(tmp_path, monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
     (tmp_path / "bomb.png").write_bytes(encoded(noise(48, 64), "PNG"))
     with pytest.raises(SkipSample, match="image_too_large"):
-        open_image(tmp_path / "bomb.png", lambda x: x, lambda *a: None)
+        open_image(tmp_path / "bomb.png", lambda *a: None, max_pixels=None)
 
 
 def test_broken_data_stops_with_the_report(tmp_path):
@@ -323,3 +327,99 @@ class _One:
 
     def sample_id(self, index):
         return "one"
+
+
+def test_symlinks_are_followed_only_inside_the_image_root(tmp_path):
+    real_root = tmp_path / "disk" / "images"
+    real_root.mkdir(parents=True)
+    noise(32, 32, 1).save(tmp_path / "secret.png")  # outside the root
+    noise(32, 32, 2).save(real_root / "a.png")
+    (real_root / "out.png").symlink_to(tmp_path / "secret.png")
+    (real_root / "outdir").symlink_to(tmp_path, target_is_directory=True)
+    (real_root / "in.png").symlink_to(real_root / "a.png")
+    root = tmp_path / "root"
+    root.symlink_to(real_root, target_is_directory=True)  # a linked root is fine
+    names = ["a.png", "in.png", "out.png", "outdir/secret.png"]
+    entries = [
+        {
+            "id": name,
+            "image": name,
+            "conversations": [
+                {"from": "human", "value": "<image>\nWhat?"},
+                {"from": "gpt", "value": f"answer {name}"},
+            ],
+        }
+        for name in names
+    ]
+    (tmp_path / "d.json").write_text(json.dumps(entries))
+    dataset = VLMDataset(LlavaSource(tmp_path / "d.json", root), processor())
+    for i in range(len(names)):
+        dataset[i]
+    skipped = {s["id"]: (s["reason"], s["detail"]) for s in dataset.report.summary()["samples"]}
+    assert set(skipped) == {"out.png", "outdir/secret.png"}
+    for name in ("out.png", "outdir/secret.png"):
+        reason, detail = skipped[name]
+        assert reason == "path_escapes_root"
+        assert f"leading outside {root}" in detail and str(tmp_path / "secret.png") in detail
+
+
+def test_samples_sharing_an_id_are_each_counted(tmp_path):
+    turns = [{"from": "human", "value": "<image>\nWhat?"}, {"from": "gpt", "value": "x"}]
+    entries = [
+        {"id": "same", "image": "nope1.png", "conversations": turns},
+        {"id": "same", "image": "nope2.png", "conversations": turns},
+        {"id": "same", "image": "cmyk.jpg", "conversations": turns},
+        {"id": "same", "image": "cmyk.jpg", "conversations": turns},
+        {"id": "ok", "conversations": [{"from": "human", "value": "Hi"}, turns[1]]},
+    ]
+    Image.new("CMYK", (40, 30)).save(tmp_path / "cmyk.jpg")
+    (tmp_path / "d.json").write_text(json.dumps(entries))
+    report = SkipReport(tmp_path / "skips")
+    for _epoch in range(2):  # the second pass sees the same samples again: not new ones
+        dataset = VLMDataset(LlavaSource(tmp_path / "d.json"), processor(), report=report)
+        for i in range(len(entries)):
+            dataset[i]
+    summary = report.summary()
+    assert summary["skipped_samples"] == 2
+    group = summary["skipped"]["missing_image"]
+    assert (group["samples"], group["occurrences"]) == (2, 4)
+    assert sorted((s["id"], s["index"]) for s in summary["samples"]) == [("same", 0), ("same", 1)]
+    assert summary["handled"]["converted_mode"]["samples"] == 2
+    assert "| skipped | missing_image | 2 | 4 |" in report.table()
+
+
+def test_max_length_defaults_to_the_llms_context_and_longer_samples_are_skipped():
+    def long_sample(words: int) -> _Texts:
+        return _Texts(["short", "word " * words])
+
+    proc = processor()
+    assert proc.context_length == 4096  # the tiny tokenizer's model_max_length
+    proc.tokenizer.model_max_length = 64  # a 64-token LLM
+    dataset = VLMDataset(long_sample(100), proc)
+    assert len(dataset[1]["input_ids"]) <= 64  # index 1 is too long: index 0 comes instead
+    [skip] = dataset.report.summary()["samples"]
+    assert skip["reason"] == "too_long"
+    assert "more than max_length=64 (data.max_length is null: the LLM's context" in skip["detail"]
+    explicit = VLMDataset(long_sample(100), proc, max_length=400)  # an explicit value wins
+    assert len(explicit[1]["input_ids"]) > 64 and not explicit.report.entries()
+    proc.tokenizer.model_max_length = int(1e30)  # transformers' "no limit"
+    assert proc.context_length is None
+    unlimited = VLMDataset(long_sample(100), proc)
+    assert len(unlimited[1]["input_ids"]) > 64 and not unlimited.report.entries()
+
+
+class _Texts:
+    """A source of text-only samples, one per reply."""
+
+    def __init__(self, replies):
+        self.replies = replies
+
+    def __len__(self):
+        return len(self.replies)
+
+    def __getitem__(self, index):
+        messages = [
+            {"role": "user", "content": "Say it."},
+            {"role": "assistant", "content": self.replies[index]},
+        ]
+        return {"id": f"t{index}", "images": [], "messages": messages}
