@@ -17,7 +17,7 @@ from encoder.image_processing import ImageProcessor
 from token_merge import TokenCompressor
 from vlm.data import VLMDataset
 from vlm.processing import VLMProcessor
-from vlm.testing import tiny_tokenizer
+from vlm.tiny import tiny_tokenizer
 
 
 def processor(**image_settings) -> VLMProcessor:

@@ -106,7 +106,7 @@ def train(recipe: Recipe) -> Path:
         padding_side="right",
         pad_to_multiple_of=spec.pad_to_multiple_of,
         packing=spec.packing,
-        max_length=data_config.max_length,
+        max_length=dataset.encoder.max_length,  # data.max_length, or the LLM's context
     )
     run_info = RunInfoCallback()
     trainer = VLMTrainer(
