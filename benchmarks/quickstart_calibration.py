@@ -22,7 +22,8 @@ from pathlib import Path
 # benchmarks/token_merge.py would shadow the token_merge package when run as a script from here
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent.resolve()]
 
-from recipes.quickstart.model import TinySettings, tiny_parts, warm_up_encoder  # noqa: E402
+from recipes.quickstart.model import TinySettings, tiny_parts  # noqa: E402
+from recipes.quickstart.stage0 import warm_up_encoder  # noqa: E402
 from recipes.quickstart.training import Schedule, quick_accuracy, train_cell, write_data  # noqa: E402
 
 

@@ -143,7 +143,7 @@ class VisionLanguageModel(PreTrainedModel, GenerationMixin):
                 raise ValueError("pixel_values need input_ids to find the image placeholders")
             if image_sizes is not None:
                 check_image_sizes(pixel_values, image_sizes)
-            inputs_embeds = self._insert_images(input_ids, inputs_embeds, pixel_values)
+            inputs_embeds = self.insert_images(input_ids, inputs_embeds, pixel_values)
         elif input_ids is not None and _is_prefill(cache):
             count = int((input_ids == self.config.image_token_id).sum())
             if count:
@@ -215,9 +215,11 @@ class VisionLanguageModel(PreTrainedModel, GenerationMixin):
             order.append(mine)
         return order
 
-    def _insert_images(
+    def insert_images(
         self, input_ids: Tensor, inputs_embeds: Tensor, pixel_values: Tensor | Sequence[Tensor]
     ) -> Tensor:
+        """``inputs_embeds`` [B, L, D] with the images' projected visual tokens written at the
+        placeholder positions of ``input_ids`` [B, L] (what the LLM then reads)."""
         mask = input_ids == self.config.image_token_id
         features = self.get_image_features(pixel_values)
         count, total = int(mask.sum()), sum(f.shape[0] for f in features)

@@ -11,7 +11,8 @@ from typing import Any
 
 import torch
 
-from recipes.quickstart.model import TinyParts, tiny_parts, to_pixels, warm_up_encoder
+from recipes.quickstart.model import TinyParts, tiny_parts, to_pixels
+from recipes.quickstart.stage0 import run_stage0
 from recipes.quickstart.training import DataSplits, train_cell, write_data
 
 
@@ -41,16 +42,12 @@ class Context:
             if saved.is_file():
                 parts.encoder.load_state_dict(torch.load(saved, weights_only=True))
             else:
-                s = self.schedule
-                warm = warm_up_encoder(
+                warm = run_stage0(
                     parts.encoder,
                     self.data.train_records,
-                    self.settings.vocabulary,
-                    steps=s.warmup_steps,
-                    batch_size=s.batch_size,
-                    lr=s.warmup_lr,
+                    self.settings,
+                    self.schedule,
                     seed=self.grid.seed,
-                    image_size=s.warmup_sizes or self.settings.image_size,
                 )
                 self.echo(f"[compare] stage 0: loss {warm['loss']:.2f} in {warm['seconds']:.0f}s")
                 torch.save(parts.encoder.state_dict(), saved)
@@ -121,6 +118,7 @@ def run_cell(context: Context, cell: Any) -> dict[str, Any]:
             context.schedule,
             num_tokens=cell.num_tokens,
             resolution=cell.resolution,
+            blind=cell.blind,
             log=context.echo,
         )
         model_dir, train_seconds = run.final, run.seconds
@@ -128,7 +126,7 @@ def run_cell(context: Context, cell: Any) -> dict[str, Any]:
     metrics = evaluate(
         str(model_dir),
         list(ev.get("tasks", ["textvqa", "docvqa", "ocrbench"])),
-        data_dir=context.data.eval_dir,
+        data_dir=context.data.eval_blank_dir if cell.blind else context.data.eval_dir,
         limit=ev.get("limit"),
         batch_size=ev.get("batch_size", 16),
         output_dir=folder / "eval",
@@ -173,7 +171,7 @@ def tokens_and_speed(model_dir: Path, records: list[Any], repeats: int = 3) -> t
     visual = int((batch["input_ids"][0] == model.config.image_token_id).sum())
     # the LLM alone (visual tokens already in place): what the token budget changes
     embeds = model.get_input_embeddings()(batch["input_ids"])
-    embeds = model._insert_images(batch["input_ids"], embeds, batch["pixel_values"])
+    embeds = model.insert_images(batch["input_ids"], embeds, batch["pixel_values"])
     mask = batch["attention_mask"]
     model.language_model(inputs_embeds=embeds, attention_mask=mask)  # warm
     start = time.perf_counter()

@@ -127,3 +127,116 @@ def write(results: Mapping[str, Any], out: Path) -> list[Path]:
     (out / "table.md").write_text(table, encoding="utf-8")
     plot = accuracy_plot(results, out / "accuracy.png")
     return [out / "results.json", out / "table.md", plot]
+
+
+# --------------------------------------------------------------------------- over seeds
+
+
+def seeds_table(summary: Mapping[str, Any]) -> str:
+    """Mean ± sd per cell over the seeds, then each method's paired difference against ToMe
+    (same seed, K and input) with its standard error."""
+    from recipes.compare.stats import TITLES
+
+    cells = summary["cells"]
+    n = len(summary["seeds"])
+    lines = [
+        f"Seeds {summary['seeds']}: mean ± sd over {n} seeds per cell.\n",
+        "| setting | visual tokens / image | " + " | ".join(TITLES) + " |",
+        "|---" * (len(TITLES) + 2) + "|",
+    ]
+    for entry in cells.values():
+        values = " | ".join(_pm(entry[t]["mean"], entry[t]["sd"]) for t in TITLES)
+        lines.append(
+            f"| {_setting(entry['cell'])}{_blind(entry)} | {entry['visual_tokens']} | {values} |"
+        )
+    paired = [e for e in cells.values() if "vs_tome" in e]
+    if paired:
+        lines += [
+            "",
+            "Paired difference against ToMe at the same K and input (method − ToMe; ± its "
+            "standard error over seeds; negative: ToMe ahead):\n",
+            "| setting | visual tokens / image | " + " | ".join(TITLES) + " |",
+            "|---" * (len(TITLES) + 2) + "|",
+        ]
+        for entry in paired:
+            diff = entry["vs_tome"]
+            values = " | ".join(_pm(diff[t]["mean"], diff[t]["se"], sign=True) for t in TITLES)
+            lines.append(
+                f"| {_setting(entry['cell'])}{_blind(entry)} | {entry['visual_tokens']} | {values} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def _pm(mean: float, spread: float, sign: bool = False) -> str:
+    text = "n/a" if math.isnan(mean) else f"{mean:+.1f}" if sign else f"{mean:.1f}"
+    return text if math.isnan(spread) else f"{text} ± {spread:.1f}"
+
+
+def _blind(entry: Mapping[str, Any]) -> str:
+    return " (image-blind)" if entry["cell"].get("blind") else ""
+
+
+def seeds_plot(summary: Mapping[str, Any], path: Path) -> Path:
+    """One panel per task: a bar per cell (mean over seeds, error bar = sd); when a method
+    has several budgets, a second row: score vs visual tokens per image (mean ± sd)."""
+    from recipes.compare.stats import TITLES
+
+    entries = list(summary["cells"].values())
+    series: dict[str, list[Mapping[str, Any]]] = {}
+    for entry in entries:
+        if not entry["cell"].get("blind"):
+            series.setdefault(_name(entry["cell"]), []).append(entry)
+    curves = {
+        name: pts for name, pts in series.items() if len({p["visual_tokens"] for p in pts}) > 1
+    }
+    rows = 2 if curves else 1
+    fig = Figure(figsize=(4.4 * len(TITLES), 4.2 * rows), dpi=100)
+    axes = fig.subplots(rows, len(TITLES), squeeze=False)
+    names = [
+        f"{_name(e['cell'])}{' blind' if e['cell'].get('blind') else ''} K={e['visual_tokens']}"
+        for e in entries
+    ]
+    for ax, title in zip(axes[0], TITLES, strict=True):
+        means = [e[title]["mean"] for e in entries]
+        sds = [0.0 if math.isnan(e[title]["sd"]) else e[title]["sd"] for e in entries]
+        ax.bar(
+            range(len(entries)),
+            means,
+            yerr=sds,
+            capsize=3,
+            color=[f"C{i % 10}" for i in range(len(entries))],
+        )
+        ax.set_xticks(range(len(entries)), names, rotation=40, ha="right", fontsize=7)
+        ax.set_title(f"{title} (mean ± sd, {len(summary['seeds'])} seeds)")
+        ax.set_ylim(0, 100)
+    if curves:
+        for ax, title in zip(axes[1], TITLES, strict=True):
+            for name, points in curves.items():
+                points = sorted(points, key=lambda e: e["visual_tokens"])
+                ax.errorbar(
+                    [p["visual_tokens"] for p in points],
+                    [p[title]["mean"] for p in points],
+                    yerr=[0.0 if math.isnan(p[title]["sd"]) else p[title]["sd"] for p in points],
+                    fmt="o-",
+                    capsize=3,
+                    label=name,
+                )
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel("visual tokens per image")
+            ax.set_ylim(0, 100)
+            ax.set_title(f"{title} vs budget")
+        axes[1][-1].legend(fontsize=7)
+    axes[0][0].set_ylabel("score (0-100)")
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
+
+
+def write_seeds(summary: Mapping[str, Any], out: Path) -> list[Path]:
+    """seeds.json, seeds.md, seeds.png under ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "seeds.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    text = f"# compare: {summary['name']} over seeds\n\n" + seeds_table(summary)
+    (out / "seeds.md").write_text(text, encoding="utf-8")
+    return [out / "seeds.json", out / "seeds.md", seeds_plot(summary, out / "seeds.png")]

@@ -2,6 +2,7 @@
 -> per cell train (tiny recipe) and/or evaluate -> results.json, table.md, PNG plots.
 
     radio-vlm compare recipes/compare/paper_toy.yaml [--out DIR] [--seed N] [--ci]
+    radio-vlm compare recipes/compare/dense_world.yaml --seeds 0,1,2 [--threads 2]
 
 A grid file (keys map 1:1 onto ``CompareGrid``; unknown keys are errors):
 
@@ -26,7 +27,10 @@ Each cell writes ``cells/<key>/cell.json`` when it is finished; a re-run skips t
 ``setup.json`` records what every cell shares (seed, data, schedule, settings, eval); a re-run
 into a folder made with a different setup is refused rather than mixing two runs' cells.
 ``--seed N`` repeats a grid with another seed (data, stage 0, training), by default into
-``runs/compare/<name>-seed<N>``.
+``runs/compare/<name>-seed<N>``. ``--seeds 0,1,2`` runs the grid once per seed into
+``OUT/seed<N>`` (default OUT: runs/compare/<name>) and writes the statistics over seeds into
+OUT: ``seeds.json``, ``seeds.md`` (mean ± sd per cell, each method's paired difference against
+ToMe with its standard error; ``recipes.compare.stats``) and ``seeds.png`` (error bars).
 """
 
 from __future__ import annotations
@@ -42,11 +46,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 from tqdm.auto import tqdm
 
 from recipes.quickstart.model import TinySettings
 from recipes.quickstart.training import Schedule
+from recipes.threads import set_threads
 
 SUMMARY = (
     "run a grid of encoders x compressors x token budgets (x resolutions): train tiny models "
@@ -61,23 +67,28 @@ SHARED = ("seed", "train", "data", "schedule", "settings", "eval")  # what all c
 class Cell:
     """One setting. encoder: "tiny" (the quickstart encoder). resolution: the encoder's input
     side in px (None: the data's size). blockwise: ToMe inside every encoder block
-    (``blockwise_tome=K``) instead of once at the output. model: an already trained model
-    folder to evaluate (train: none)."""
+    (``blockwise_tome=K``) instead of once at the output. blind: trained and evaluated on
+    blank pages (the image-blind lower bound). model: an already trained model folder to
+    evaluate (train: none). compressor "none" keeps every patch (num_tokens is ignored)."""
 
     encoder: str = "tiny"
     compressor: str = "tome"
     num_tokens: int = 16
     resolution: int | None = None
     blockwise: bool = False
+    blind: bool = False
     model: str | None = None
 
     @property
     def key(self) -> str:
-        parts = [self.encoder, self.compressor, f"k{self.num_tokens}"]
+        budget = "kall" if self.compressor == "none" else f"k{self.num_tokens}"
+        parts = [self.encoder, self.compressor, budget]
         if self.resolution:
             parts.append(f"r{self.resolution}")
         if self.blockwise:
             parts.append("blockwise")
+        if self.blind:
+            parts.append("blind")
         return "-".join(parts).replace("/", "_")
 
 
@@ -127,7 +138,10 @@ class CompareGrid:
         )
         cells = [Cell(e, c, k, r, b) for e, c, k, r, b in product] if g else []
         cells += [_build(Cell, extra, "cells[]") for extra in self.cells]
-        return list(dict.fromkeys(cells))
+        unique: dict[str, Cell] = {}  # by key: "none" at several K is one cell
+        for cell in cells:
+            unique.setdefault(cell.key, cell)
+        return list(unique.values())
 
 
 def load_grid(path: str | Path, **overrides: Any) -> CompareGrid:
@@ -174,6 +188,7 @@ def run_compare(grid: CompareGrid, echo: Callable[[str], None] = print) -> dict[
         extra["reconstruction"] = context.reconstruction()
     results = {
         "name": grid.name,
+        "threads": torch.get_num_threads(),
         "grid": {k: v for k, v in dataclasses.asdict(grid).items()},
         "cells": records,
         **extra,
@@ -181,6 +196,28 @@ def run_compare(grid: CompareGrid, echo: Callable[[str], None] = print) -> dict[
     files = compare_report.write(results, out)
     echo(f"[compare] wrote {', '.join(str(f) for f in files)}")
     return results
+
+
+def run_seeds(
+    grid: CompareGrid, seeds: list[int], echo: Callable[[str], None] = print
+) -> dict[str, Any]:
+    """``run_compare`` once per seed into ``<out>/seed<N>``, then the statistics over seeds
+    (``stats.aggregate``) into ``<out>``; returns seeds.json's content."""
+    from recipes.compare import report as compare_report
+    from recipes.compare import stats
+
+    if len(set(seeds)) != len(seeds) or not seeds:
+        raise ValueError(f"--seeds needs distinct seeds; got {seeds}")
+    out = Path(grid.out or f"runs/compare/{grid.name}")
+    per_seed = {}
+    for seed in seeds:
+        echo(f"[compare] seed {seed} ({seeds.index(seed) + 1} of {len(seeds)})")
+        one = dataclasses.replace(grid, seed=seed, out=str(out / f"seed{seed}"))
+        per_seed[seed] = run_compare(one, echo)
+    summary = {"name": grid.name, "threads": torch.get_num_threads(), **stats.aggregate(per_seed)}
+    files = compare_report.write_seeds(summary, out)
+    echo(f"[compare] over seeds {seeds}: wrote {', '.join(str(f) for f in files)}")
+    return summary
 
 
 def _check_setup(grid: CompareGrid, out: Path) -> None:
@@ -204,7 +241,7 @@ def _build(cls: type, data: Mapping[str, Any] | None, where: str) -> Any:
     known = [f.name for f in dataclasses.fields(cls)]
     if unknown := sorted(set(data) - set(known)):
         raise ValueError(f"unknown key(s) {unknown} in {where}; known keys: {known}")
-    for name in ("steps", "lr", "vocabulary", "font_scale", "warmup_sizes"):
+    for name in ("steps", "lr", "vocabulary", "font_scale", "warmup_sizes", "levels"):
         if isinstance(data.get(name), list):
             data[name] = tuple(data[name])
     return cls(**copy.deepcopy(data))
@@ -220,11 +257,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="another seed for data, stage 0 and training (unless the grid's schedule names "
         "its own); default out: runs/compare/<name>-seed<N>",
     )
+    parser.add_argument(
+        "--seeds",
+        type=_seed_list,
+        default=None,
+        help="comma-separated seeds (e.g. 0,1,2): the grid once per seed, then mean ± sd per "
+        "cell and paired differences against ToMe (default out: runs/compare/<name>)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: the cores this process may use; 1 on a shared machine)",
+    )
     parser.add_argument("--ci", action="store_true", help="tiny data and step counts")
     parser.set_defaults(run=_run)
 
 
+def _seed_list(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--seeds takes comma-separated integers such as 0,1,2; got {text!r}"
+        ) from None
+
+
 def _run(args: argparse.Namespace) -> int:
+    if args.seed is not None and args.seeds is not None:
+        raise SystemExit("compare: pass --seed N or --seeds A,B,C, not both")
+    set_threads(args.threads)
     grid = load_grid(args.grid, out=args.out, seed=args.seed)
     if args.seed is not None:
         grid.name = f"{grid.name}-seed{args.seed}"
@@ -232,7 +294,10 @@ def _run(args: argparse.Namespace) -> int:
         grid = dataclasses.replace(  # (re-derives schedule_obj, its seed the grid's)
             grid,
             data={"num_train": 32, "num_eval": 12},
-            schedule={"warmup_steps": 4, "steps": [2, 2, 2], "batch_size": 4},
+            schedule={**grid.schedule, "warmup_steps": 4, "steps": [2, 2, 2], "batch_size": 4},
         )
-    run_compare(grid)
+    if args.seeds is not None:
+        run_seeds(grid, args.seeds)
+    else:
+        run_compare(grid)
     return 0

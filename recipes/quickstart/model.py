@@ -2,21 +2,14 @@
 
     >>> settings = TinySettings()
     >>> parts = tiny_parts(settings, tmp_dir, seed=0)        # encoder, llm, tokenizer
-    >>> stats = warm_up_encoder(parts.encoder, records, settings.vocabulary, steps=300)
     >>> model, processor = assemble(parts, settings, "tome")  # build_vlm around the parts
 
-Why a stage 0 (recipes/quickstart/calibration.md): trained jointly from scratch, a tiny
-random encoder never starts to carry the word on the page, so the LLM learns to ignore the
-image. A short supervised warm-up of the encoder alone (classify the page's answer word from
-its mean-pooled patch features) gives every patch token the word's identity; the three VLM
-stages then learn to read in minutes. The warm-up head is thrown away afterwards.
+Stage 0 (the encoder's warm-up before the VLM stages) is ``recipes.quickstart.stage0``'s.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,8 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
-from tqdm.auto import tqdm
+from torch import Tensor
 
 from encoder import VisionEncoder, build_encoder
 from token_merge import BUDGETED_METHODS, METHODS, TokenCompressor, unshuffle_scale
@@ -61,7 +53,8 @@ class TinySettings:
     llm_layers: int = 2
     llm_heads: int = 4
     num_tokens: int = 16
-    vocabulary: tuple[str, ...] = VOCABULARY
+    vocabulary: tuple[str, ...] | None = VOCABULARY  # None: synthdoc's built-in WORDS (~100)
+    levels: tuple[str, ...] = ("easy",)  # synthdoc levels; ("dense",): the dense world
     # large dark-on-light text: the tiny ViT leaves its plateau ~2x sooner than with colours
     # and synthdoc's default easy sizes (calibration: benchmarks/quickstart_calibration.py)
     font_scale: tuple[float, float] = (0.28, 0.36)
@@ -117,7 +110,7 @@ def tiny_parts(settings: TinySettings, folder: str | Path, *, seed: int = 0) -> 
         depth=settings.encoder_depth,
         heads=settings.encoder_heads,
         patch_size=settings.patch_size,
-        max_resolution=max(128, settings.image_size),
+        max_resolution=max(128, 2 * settings.image_size),  # room for a 2x resolution cell
         preferred_resolution=settings.image_size,
         seed=seed,
     )
@@ -175,76 +168,3 @@ def to_pixels(images: Sequence[Any], size: int) -> Tensor:
             image = image.convert("RGB").resize((size, size))
         arrays.append(np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0)
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
-
-
-def warm_up_encoder(
-    encoder: VisionEncoder,
-    records: Sequence[Any],
-    vocabulary: Sequence[str],
-    *,
-    steps: int,
-    batch_size: int = 32,
-    lr: float = 2e-3,
-    seed: int = 0,
-    image_size: int | Sequence[int] = 64,
-    progress: bool = True,
-) -> dict[str, float]:
-    """Stage 0: train ``encoder`` (in place) to classify each record's answer word from the
-    mean of its patch features, with a throw-away linear head. Returns loss/accuracy/time.
-
-    image_size: the input side in px, or several that the steps take in turn (multi-resolution
-    training, so that the features mean the same at every size the cells use)."""
-    index = {w: i for i, w in enumerate(vocabulary)}
-    usable = [r for r in records if r.answers[0] in index]
-    if not usable:
-        raise ValueError(
-            f"no record answers with a word of the vocabulary {list(vocabulary)[:5]}...; "
-            "generate synthdoc with vocabulary=settings.vocabulary and levels=('easy',)"
-        )
-    sizes = [image_size] if isinstance(image_size, int) else list(image_size)
-    if not sizes:
-        raise ValueError("image_size needs at least one size")
-    pixels = [to_pixels([r.image for r in usable], size) for size in sizes]
-    labels = torch.tensor([index[r.answers[0]] for r in usable])
-    gen = torch.Generator().manual_seed(seed)
-    head = nn.Sequential(
-        nn.LayerNorm(encoder.hidden_size), nn.Linear(encoder.hidden_size, len(vocabulary))
-    )
-    params = [p for p in encoder.parameters() if p.requires_grad] + list(head.parameters())
-    optim = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    # short linear warm-up, constant, cosine over the last quarter: the tiny ViT sits on a
-    # plateau for a few hundred steps before it starts to read, so the LR stays high until then
-    sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda i: _lr_factor(i, steps))
-    encoder.train()
-    start, losses, hits = time.perf_counter(), [], []
-    bar = tqdm(range(steps), desc="stage 0: encoder warm-up", disable=not progress, leave=False)
-    for step in bar:
-        pick = torch.randint(len(usable), (batch_size,), generator=gen)
-        grid = encoder(pixels[step % len(sizes)][pick]).grid  # [B, h, w, C]
-        logits = head(grid.mean(dim=(1, 2)))
-        loss = nn.functional.cross_entropy(logits, labels[pick])
-        optim.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optim.step()
-        sched.step()
-        losses.append(loss.item())
-        hits.append((logits.argmax(-1) == labels[pick]).float().mean().item())
-        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.2f}", acc=f"{np.mean(hits[-20:]):.2f}")
-    encoder.eval()
-    tail = max(1, steps // 10)
-    return {
-        "steps": steps,
-        "loss": float(np.mean(losses[-tail:])),
-        "train_accuracy": float(np.mean(hits[-tail:])),
-        "seconds": time.perf_counter() - start,
-    }
-
-
-def _lr_factor(step: int, steps: int) -> float:
-    warm, tail = max(1, steps // 16), max(1, steps // 4)
-    if step < warm:
-        return (step + 1) / warm
-    if step < steps - tail:
-        return 1.0
-    return 0.5 * (1 + math.cos(math.pi * (step - (steps - tail)) / tail))

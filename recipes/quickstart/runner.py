@@ -28,8 +28,10 @@ from typing import Any
 
 import torch
 
-from recipes.quickstart.model import TinySettings, tiny_parts, warm_up_encoder
+from recipes.quickstart.model import TinySettings, tiny_parts
+from recipes.quickstart.stage0 import run_stage0
 from recipes.quickstart.training import Schedule, train_cell, write_data
+from recipes.threads import set_threads
 
 SUMMARY = (
     "train a tiny VLM to read synthetic documents on CPU, evaluate it with lmms-eval and "
@@ -54,6 +56,7 @@ class QuickstartOptions:
     settings: TinySettings = field(default_factory=TinySettings)
     schedule: Schedule = field(default_factory=Schedule)
     ci: bool = False
+    threads: int | None = None  # torch CPU threads (None: the cores this process may use)
 
     @classmethod
     def small(cls, **kwargs: Any) -> QuickstartOptions:
@@ -98,6 +101,7 @@ def run_quickstart(options: QuickstartOptions, echo: Callable[[str], None] = pri
         )
     out = Path(options.out)
     out.mkdir(parents=True, exist_ok=True)
+    options.threads = set_threads(options.threads, echo)
     settings, schedule = options.settings, options.schedule
     torch.manual_seed(options.seed)
     steps = StepLog(6, echo)
@@ -127,18 +131,11 @@ def run_quickstart(options: QuickstartOptions, echo: Callable[[str], None] = pri
     blind_parts = copy.deepcopy(parts)  # the blind model never sees a page, warm-up included
     warm = steps.run(
         "stage 0 (encoder warm-up)",
-        lambda: warm_up_encoder(
-            parts.encoder,
-            data.train_records,
-            settings.vocabulary,
-            steps=schedule.warmup_steps,
-            batch_size=schedule.batch_size,
-            lr=schedule.warmup_lr,
-            seed=options.seed,
-            image_size=schedule.warmup_sizes or settings.image_size,
+        lambda: run_stage0(
+            parts.encoder, data.train_records, settings, schedule, seed=options.seed
         ),
         lambda w: (
-            f"word classification, {w['steps']} steps: loss {w['loss']:.2f}, "
+            f"{w['objective']} objective, {w['steps']} steps: loss {w['loss']:.2f}, "
             f"train accuracy {100 * w['train_accuracy']:.0f}%"
         ),
     )
@@ -245,6 +242,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=1.0,
         help="multiply every training step count (e.g. 0.5 for a quicker, weaker demo)",
     )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: the cores this process may use; 1 on a shared machine)",
+    )
     parser.set_defaults(run=_run)
 
 
@@ -255,6 +258,7 @@ def _run(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "methods": tuple(args.methods),
         "eval_limit": args.eval_limit,
+        "threads": args.threads,
         **sizes,
     }
     options = QuickstartOptions.small(**common) if args.ci else QuickstartOptions(**common)

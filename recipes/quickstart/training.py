@@ -34,6 +34,7 @@ class Schedule:
 
     warmup_steps: int = 800
     warmup_lr: float = 2e-3
+    warmup_objective: str = "mean"  # "mean" (one-word pages) | "dense" (per patch): stage0.py
     # input sizes (px) stage 0 alternates between, RADIO-style multi-resolution training;
     # empty: the data's image size only
     warmup_sizes: tuple[int, ...] = ()
@@ -65,11 +66,12 @@ class DataSplits:
 
 
 def synthdoc_config(settings: TinySettings, seed: int) -> SynthDocConfig:
-    """Easy synthdoc pages over the quickstart vocabulary (all three styles)."""
+    """synthdoc pages of ``settings.levels`` (the quickstart: easy, over its vocabulary; the
+    dense world: dense, over every built-in word), all three styles."""
     return SynthDocConfig(
         image_size=settings.image_size,
-        levels=("easy",),
-        vocabulary=list(settings.vocabulary),
+        levels=settings.levels,
+        vocabulary=None if settings.vocabulary is None else list(settings.vocabulary),
         font_scale=settings.font_scale,
         colors=settings.colors,
         seed=seed,
@@ -157,7 +159,7 @@ def stage_recipe(
             "kind": "llava",
             "path": str(data_json),
             "num_samples": None,
-            "max_length": 256,
+            "max_length": 1024,  # batches pad to their longest sample; none at 128 px: 256+
         },
         "train": train,
     }

@@ -118,7 +118,8 @@ def test_settings_budget_per_method():
 
 
 def test_stage0_takes_its_input_sizes_in_turn(tmp_path):
-    from recipes.quickstart.model import tiny_parts, warm_up_encoder
+    from recipes.quickstart.model import tiny_parts
+    from recipes.quickstart.stage0 import warm_up_encoder
     from recipes.quickstart.training import synthdoc_config
     from vlm.data.synthdoc import generate_records
 

@@ -19,7 +19,9 @@ with ``image_size=64`` and ~20 words it is the set-up shared/notes/quickstart-ca
 found learnable in minutes on CPU (with an encoder warm-up); a 3-layer CNN reads its answer
 word perfectly (held out) after ~200 steps. ``medium`` = 2 words / 3-4 form lines / digits /
 random letters, smaller text, some noise. ``hard`` = up to 3 words, tables, 4-6 form lines,
-prices, rotated lines, noisier backgrounds, large pages (``page_prob``).
+prices, rotated lines, noisier backgrounds, large pages (``page_prob``). ``dense`` = several
+small items on a mostly blank page, one asked (``synthdoc_dense``; per-patch character targets
+from ``dense_targets``): the level where what a token compressor keeps matters.
 
 Determinism: record ``i`` depends only on (``config``, ``i``): it is drawn from its own RNG,
 so the same config gives the same records however many are drawn. ``meta`` holds what was
@@ -47,6 +49,7 @@ from .synthdoc_config import (
     StyleContext,
     SynthDocConfig,
 )
+from .synthdoc_dense import BUILDERS as DENSE_BUILDERS
 from .synthdoc_draw import Page, render
 from .synthdoc_styles import BUILDERS
 
@@ -98,7 +101,8 @@ def plan_record(index: int, config: SynthDocConfig) -> Plan:
     rng = random.Random(f"synthdoc/{config.seed}/{index}")  # str seeds hash stably (sha512)
     style, level = rng.choice(config.styles), rng.choice(config.levels)
     ctx = StyleContext(rng, config, level)
-    page, question, answers, meta = BUILDERS[style](ctx)
+    builders = DENSE_BUILDERS if level == "dense" else BUILDERS
+    page, question, answers, meta = builders[style](ctx)
     page.noise_seed = rng.getrandbits(63)
     meta = {"level": level, "index": index, "seed": config.seed, **meta}
     return Plan(f"synthdoc-{config.seed}-{index:07d}", page, question, answers, style, meta)

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from .synthdoc_draw import fit_size, text_width
 
 STYLES = ("textvqa", "docvqa", "ocrbench")
-LEVELS = ("easy", "medium", "hard")
+LEVELS = ("easy", "medium", "hard", "dense")  # dense: synthdoc_dense
+DEFAULT_LEVELS = LEVELS[:3]  # dense is asked for by name
 # fmt: off
 WORDS = (
     "apple", "river", "stone", "cloud", "green", "house", "music", "paper", "train", "water",
@@ -46,7 +47,7 @@ class StyleContext:
         self.rng, self.config, self.level = rng, config, level
         self.font_path = rng.choice(config.fonts) if config.fonts else None
         s = config.image_size
-        shrink = {"easy": 1.0, "medium": 0.8, "hard": 0.65}[level]
+        shrink = {"easy": 1.0, "medium": 0.8, "hard": 0.65, "dense": 1.0}[level]
         lo, hi = (max(config.min_font_size, round(f * s * shrink)) for f in config.font_scale)
         self.sizes = range(config.min_font_size, hi + 1)
         self.preferred = range(lo, hi + 1)  # sizes tried first: the level's range
@@ -125,7 +126,7 @@ class SynthDocConfig:
     image_size: int = 128
     vocabulary: list[str] | None = None
     styles: tuple[str, ...] = STYLES
-    levels: tuple[str, ...] = LEVELS
+    levels: tuple[str, ...] = DEFAULT_LEVELS
     seed: int = 0
     font_scale: tuple[float, float] = (0.2, 0.28)
     min_font_size: int = 7

@@ -1,0 +1,140 @@
+"""synthdoc's ``dense`` level: several small text items on a mostly blank page, one of them asked.
+
+The easy level draws one large word, which any 16-token summary of the page keeps; here the
+answer is one of several items a few patches large, so what a compressor keeps of each region
+decides whether it can be read (the regime of paper 4.8). At the default 128 px a line is
+about 12 px tall (Pillow's font at size ``round(0.094 * image_size)``, about 7 px a
+character), so a word covers a handful of 8 px patches and the page is mostly background.
+
+- ``textvqa``:  four words, one in each quarter of the page; "What word is at the top right?"
+- ``docvqa``:   a "key: value" form of three lines (values: words or 2-5 digit numbers) and a
+  stray word elsewhere; "What is the total?" / "What is the city?"
+- ``ocrbench``: a number (3-5 digits) and two words scattered; "What number is written in the
+  image?"
+
+Answers come from ``WORDS`` (about 100) and numbers, so the answer vocabulary is large.
+``meta["items"]`` records every drawn line (text, x, y, font size, font file), from which
+``dense_targets`` labels each patch with the character drawn over its centre (or background):
+the per-patch targets of the dense stage 0.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Sequence
+
+import numpy as np
+
+from .synthdoc_config import DIGITS, NUMBER_KEYS, WORD_KEYS, StyleContext
+from .synthdoc_draw import Box, Page, TextItem, font, line_height, text_width
+
+# per-patch classes of the dense targets: background, a-z, 0-9, any other ink (":" etc.)
+CHAR_CLASSES = ("<bg>", *string.ascii_lowercase, *string.digits, "<other>")
+BACKGROUND, OTHER = 0, len(CHAR_CLASSES) - 1
+_CLASS = {c: i for i, c in enumerate(CHAR_CLASSES)}
+QUARTERS = {"top left": (0, 0), "top right": (1, 0), "bottom left": (0, 1), "bottom right": (1, 1)}
+FONT_FRACTION = 0.094  # font size / page side: 12 px at 128 px
+
+
+def dense_font_size(image_size: int) -> int:
+    return max(8, round(FONT_FRACTION * image_size))
+
+
+def _textvqa(ctx: StyleContext) -> tuple[Page, str, list[str], dict]:
+    rng, s, size = ctx.rng, ctx.config.image_size, dense_font_size(ctx.config.image_size)
+    half, m = s // 2, ctx.margin
+    words = ctx.words(len(QUARTERS))
+    items = []
+    for word, (qx, qy) in zip(words, QUARTERS.values(), strict=True):
+        width, height = text_width(word, size, ctx.font_path), line_height(size, ctx.font_path)
+        x0, y0 = qx * half + m, qy * half + m
+        x = rng.randint(x0, max(x0, x0 + half - 2 * m - width))
+        y = rng.randint(y0, max(y0, y0 + half - 2 * m - height))
+        items.append(TextItem(word, (x, y), size, (15, 15, 15), ctx.font_path))
+    where = rng.choice(sorted(QUARTERS))
+    answer = words[list(QUARTERS).index(where)]
+    question = f"what word is at the {where}?"
+    return _page(ctx, items), question, [answer], _meta(items, answer, "quarter")
+
+
+def _docvqa(ctx: StyleContext) -> tuple[Page, str, list[str], dict]:
+    rng, s, size = ctx.rng, ctx.config.image_size, dense_font_size(ctx.config.image_size)
+    keys = rng.sample((*WORD_KEYS, *NUMBER_KEYS), 3)
+    values = [ctx.word() if k in WORD_KEYS else ctx.digits(2, 5) for k in keys]
+    lines = [f"{k}: {v}" for k, v in zip(keys, values, strict=True)]
+    height = line_height(size, ctx.font_path)
+    block_w = max(text_width(t, size, ctx.font_path) for t in lines)
+    block_h = 3 * height + 2 * (size // 4)
+    x, y = ctx.place(block_w, block_h, (s, s))
+    items = [
+        TextItem(t, (x, y + i * (height + size // 4)), size, (15, 15, 15), ctx.font_path)
+        for i, t in enumerate(lines)
+    ]
+    stray = _free_spot(ctx, ctx.word(), size, [it.box for it in items])
+    target = rng.randrange(3)
+    question = f"What is the {keys[target]}?"
+    meta = _meta(items + stray, values[target], "form")
+    return _page(ctx, items + stray), question, [values[target]], meta
+
+
+def _ocrbench(ctx: StyleContext) -> tuple[Page, str, list[str], dict]:
+    size = dense_font_size(ctx.config.image_size)
+    number = ctx.digits(3, 5)
+    items: list[TextItem] = []
+    for text in (number, ctx.word(), ctx.word()):
+        items += _free_spot(ctx, text, size, [it.box for it in items])
+    meta = _meta(items, number, "number") | {"question_type": DIGITS}
+    return _page(ctx, items), "What number is written in the image?", [number], meta
+
+
+BUILDERS = {"textvqa": _textvqa, "docvqa": _docvqa, "ocrbench": _ocrbench}
+
+
+def dense_targets(items: Sequence[Sequence], image_size: int, grid: int) -> np.ndarray:
+    """[grid, grid] int64 class ids (``CHAR_CLASSES``): the character whose glyph box (grown by
+    1 px) covers each patch centre, else background. ``items``: ``meta["items"]`` of a record
+    drawn at ``image_size`` px; the grid may be of any input size (centres are rescaled)."""
+    labels = np.full((grid, grid), BACKGROUND, dtype=np.int64)
+    centres = (np.arange(grid) + 0.5) * image_size / grid  # patch centres in page px
+    for text, x, y, size, font_path in items:
+        face = font(int(size), font_path)
+        top, bottom = face.getbbox(text, anchor="la")[1::2]
+        for i, char in enumerate(text):
+            if char.isspace():
+                continue
+            left = x + face.getlength(text[:i]) - 1
+            right = x + face.getlength(text[: i + 1]) + 1
+            cols = np.nonzero((centres >= left) & (centres < right))[0]
+            rows = np.nonzero((centres >= y + top - 1) & (centres < y + bottom + 1))[0]
+            labels[np.ix_(rows, cols)] = _CLASS.get(char.lower(), OTHER)
+    return labels
+
+
+def _free_spot(ctx: StyleContext, text: str, size: int, taken: list[Box]) -> list[TextItem]:
+    """``text`` at a random place overlapping none of ``taken`` (a few tries, else left out)."""
+    s, gap = ctx.config.image_size, 2
+    width, height = text_width(text, size, ctx.font_path), line_height(size, ctx.font_path)
+    for _ in range(30):
+        x, y = ctx.place(width, height, (s, s))
+        box = (x - gap, y - gap, x + width + gap, y + height + gap)
+        if not any(_overlap(box, other) for other in taken):
+            return [TextItem(text, (x, y), size, (15, 15, 15), ctx.font_path)]
+    return []
+
+
+def _overlap(a: Box, b: Box) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _page(ctx: StyleContext, items: list[TextItem]) -> Page:
+    s = ctx.config.image_size
+    return Page((s, s), (250, 250, 250), items=items)
+
+
+def _meta(items: list[TextItem], answer: str, kind: str) -> dict:
+    return {
+        "texts": [it.text for it in items],
+        "items": [[it.text, it.xy[0], it.xy[1], it.size, it.font_path] for it in items],
+        "question_kind": kind,
+        "answer": answer,
+    }
