@@ -14,7 +14,7 @@ character), so a word covers a handful of 8 px patches and the page is mostly ba
 
 Answers come from ``WORDS`` (about 100) and numbers, so the answer vocabulary is large.
 ``meta["items"]`` records every drawn line (text, x, y, font size, font file), from which
-``dense_targets`` labels each patch with the character drawn over its centre (or background):
+``dense_targets`` labels each patch with the character whose ink covers it most (or background):
 the per-patch targets of the dense stage 0.
 """
 
@@ -34,6 +34,7 @@ BACKGROUND, OTHER = 0, len(CHAR_CLASSES) - 1
 _CLASS = {c: i for i, c in enumerate(CHAR_CLASSES)}
 QUARTERS = {"top left": (0, 0), "top right": (1, 0), "bottom left": (0, 1), "bottom right": (1, 1)}
 FONT_FRACTION = 0.094  # font size / page side: 12 px at 128 px
+MIN_OVERLAP = 0.15  # of a patch's area, for a glyph's ink box to label the patch
 
 
 def dense_font_size(image_size: int) -> int:
@@ -91,23 +92,32 @@ BUILDERS = {"textvqa": _textvqa, "docvqa": _docvqa, "ocrbench": _ocrbench}
 
 
 def dense_targets(items: Sequence[Sequence], image_size: int, grid: int) -> np.ndarray:
-    """[grid, grid] int64 class ids (``CHAR_CLASSES``): the character whose glyph box (grown by
-    1 px) covers each patch centre, else background. ``items``: ``meta["items"]`` of a record
-    drawn at ``image_size`` px; the grid may be of any input size (centres are rescaled)."""
+    """[grid, grid] int64 class ids (``CHAR_CLASSES``): for each patch, the character whose
+    glyph ink box overlaps it most (at least ``MIN_OVERLAP`` of it), else background. ``items``: ``meta["items"]`` of a record
+    drawn at ``image_size`` px; the grid may be of any input size (boxes are rescaled)."""
     labels = np.full((grid, grid), BACKGROUND, dtype=np.int64)
-    centres = (np.arange(grid) + 0.5) * image_size / grid  # patch centres in page px
+    # overlap (px^2 of the page) of the label chosen so far; a sliver of a glyph's box
+    # (often blank: the box is not the ink) does not make a patch that character's
+    best = np.full((grid, grid), MIN_OVERLAP * (image_size / grid) ** 2)
+    edges = np.arange(grid + 1) * image_size / grid  # patch borders in page px
     for text, x, y, size, font_path in items:
         face = font(int(size), font_path)
-        top, bottom = face.getbbox(text, anchor="la")[1::2]
         for i, char in enumerate(text):
             if char.isspace():
                 continue
-            left = x + face.getlength(text[:i]) - 1
-            right = x + face.getlength(text[: i + 1]) + 1
-            cols = np.nonzero((centres >= left) & (centres < right))[0]
-            rows = np.nonzero((centres >= y + top - 1) & (centres < y + bottom + 1))[0]
-            labels[np.ix_(rows, cols)] = _CLASS.get(char.lower(), OTHER)
+            left, top, right, bottom = face.getbbox(char, anchor="la")  # the glyph's ink
+            x0 = x + face.getlength(text[:i])  # where the glyph starts on the line
+            across = _overlaps(edges, x0 + left, x0 + right)
+            down = _overlaps(edges, y + top, y + bottom)
+            area = np.outer(down, across)  # [grid, grid]
+            wins = area > best
+            labels[wins], best[wins] = _CLASS.get(char.lower(), OTHER), area[wins]
     return labels
+
+
+def _overlaps(edges: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Length of [lo, hi) inside each interval [edges[j], edges[j + 1])."""
+    return np.clip(np.minimum(edges[1:], hi) - np.maximum(edges[:-1], lo), 0, None)
 
 
 def _free_spot(ctx: StyleContext, text: str, size: int, taken: list[Box]) -> list[TextItem]:

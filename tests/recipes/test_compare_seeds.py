@@ -1,0 +1,121 @@
+"""Seeds and statistics (recipes.compare.stats) exact on fixed numbers, and a 2-seed CI-sized
+dense-world grid end to end (real training and lmms-eval) writing the table, JSON and plots."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from recipes.cli import main
+from recipes.compare.runner import load_grid
+from recipes.compare.stats import aggregate, mean_sd, paired_difference, partner_key
+
+
+def test_mean_and_sample_sd():
+    assert mean_sd([2.0, 4.0, 9.0]) == pytest.approx((5.0, math.sqrt(13.0)))  # (9+1+16)/2
+    mean, sd = mean_sd([7.0])
+    assert mean == 7.0 and math.isnan(sd)
+    assert all(math.isnan(v) for v in mean_sd([]))
+
+
+def test_paired_difference_and_its_standard_error():
+    a, b = [50.0, 60.0, 70.0], [40.0, 55.0, 59.0]  # differences 10, 5, 11: mean 26/3
+    mean, se = paired_difference(a, b)
+    sd = math.sqrt(((10 - 26 / 3) ** 2 + (5 - 26 / 3) ** 2 + (11 - 26 / 3) ** 2) / 2)
+    assert mean == pytest.approx(26 / 3) and se == pytest.approx(sd / math.sqrt(3))
+    # pairing matters: the same values unpaired would have a larger spread
+    assert se < math.sqrt(mean_sd(a)[1] ** 2 / 3 + mean_sd(b)[1] ** 2 / 3)
+    with pytest.raises(ValueError, match="equal counts"):
+        paired_difference([1.0], [1.0, 2.0])
+
+
+def _record(key, compressor, exact, k=16, **cell):
+    return {
+        "key": key,
+        "cell": {"encoder": "tiny", "compressor": compressor, "num_tokens": k, **cell},
+        "visual_tokens": k,
+        "metrics": {
+            "textvqa_val_local": {"exact_match": exact},
+            "docvqa_val_local": {"anls": 0.5},
+            "ocrbench_local": {"ocrbench_item_accuracy": 0.25},
+        },
+    }
+
+
+def test_aggregate_pairs_each_method_with_tome_of_the_same_seed_k_and_input():
+    per_seed = {
+        seed: {
+            "cells": [
+                _record("tiny-tome-k16", "tome", tome),
+                _record("tiny-avgpool-k16", "avgpool", pool),
+                _record("tiny-tome-k16-blind", "tome", 0.05, blind=True),
+                _record("tiny-avgpool-k64", "avgpool", 0.9, k=64),  # no ToMe at 64: unpaired
+            ]
+        }
+        for seed, (tome, pool) in {0: (0.6, 0.4), 1: (0.7, 0.6), 2: (0.5, 0.2)}.items()
+    }
+    summary = aggregate(per_seed)
+    assert summary["seeds"] == [0, 1, 2]
+    tome = summary["cells"]["tiny-tome-k16"]["TextVQA acc"]
+    assert tome["values"] == pytest.approx([60.0, 70.0, 50.0]) and tome["mean"] == pytest.approx(
+        60.0
+    )
+    assert tome["sd"] == pytest.approx(10.0)
+    diff = summary["cells"]["tiny-avgpool-k16"]["vs_tome"]["TextVQA acc"]  # -20, -10, -30
+    assert diff["mean"] == pytest.approx(-20.0) and diff["se"] == pytest.approx(10 / math.sqrt(3))
+    assert diff["n"] == 3
+    blind = summary["cells"]["tiny-tome-k16-blind"]["vs_tome"]["TextVQA acc"]
+    assert blind["mean"] == pytest.approx(5.0 - 60.0)
+    assert "vs_tome" not in summary["cells"]["tiny-tome-k16"]
+    assert "vs_tome" not in summary["cells"]["tiny-avgpool-k64"]
+    assert (
+        partner_key(
+            {"encoder": "tiny", "compressor": "avgpool", "num_tokens": 4, "resolution": 256}
+        )
+        == "tiny-tome-k4-r256"
+    )
+
+
+def test_shipped_dense_grids_load():
+    main_grid = load_grid("recipes/compare/dense_world.yaml")
+    assert [c.key for c in main_grid.expand()] == [
+        "tiny-tome-k16",
+        "tiny-avgpool-k16",
+        "tiny-unshuffle-k16",
+        "tiny-tome-k16-blind",
+    ]
+    assert main_grid.schedule_obj.warmup_objective == "dense"
+    assert main_grid.settings_obj.levels == ("dense",) and main_grid.settings_obj.vocabulary is None
+    wide = load_grid("recipes/compare/dense_world_wide.yaml")
+    keys = [c.key for c in wide.expand()]
+    assert "tiny-none-kall" in keys and "tiny-tome-k16-r256" in keys and len(keys) == len(set(keys))
+
+
+def test_two_seed_dense_grid_end_to_end(tmp_path, capsys):
+    out = tmp_path / "dense"
+    code = main(
+        ["compare", "recipes/compare/dense_world.yaml", "--ci", "--seeds", "0,1",
+         "--threads", "1", "--out", str(out)]
+    )  # fmt: skip
+    assert code == 0
+    assert "torch threads: 1" in capsys.readouterr().out
+    for seed in (0, 1):
+        results = json.loads((out / f"seed{seed}" / "results.json").read_text())
+        assert results["threads"] == 1 and results["grid"]["seed"] == seed
+        assert len(results["cells"]) == 4
+        assert results["reconstruction"][0]["grid"] == [16, 16]  # 128 px pages, patch 8
+    summary = json.loads((out / "seeds.json").read_text())
+    assert summary["seeds"] == [0, 1] and summary["threads"] == 1
+    assert set(summary["cells"]["tiny-avgpool-k16"]["vs_tome"]) == {
+        "TextVQA acc",
+        "DocVQA ANLS",
+        "OCRBench acc",
+    }
+    table = (out / "seeds.md").read_text()
+    assert "| tiny / tome (image-blind) | 16 |" in table and "Paired difference" in table
+    assert (out / "seeds.png").stat().st_size > 10_000
+    # the two seeds drew different data and stage 0
+    first, second = (json.loads((out / f"seed{s}" / "setup.json").read_text()) for s in (0, 1))
+    assert first["seed"] == 0 and second["seed"] == 1
