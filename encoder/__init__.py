@@ -24,20 +24,19 @@ from .base import EncoderOutput, VisionEncoder
 from .blockwise_tome import BlockwiseToMeOutput, blockwise_tome_forward, merge_schedule
 from .blockwise_towers import blockwise_tower_forward
 from .from_config import ENCODER_TYPES, encoder_from_config
-from .hf_tower_checkpoint import TOWER_MODEL_TYPES, TOWERS, load_tower
+from .hf_tower_checkpoint import TOWER_MODEL_TYPES, load_tower
 from .hf_towers import ClipTower, Dinov2Tower, HFVisionTower, Siglip2NaflexTower, SiglipTower
 from .image_processing import ImageProcessor, ResolutionWarning, batch_pixels, to_rgb
 from .radio import RadioEncoder
 from .radio_checkpoint import load_radio
-from .radio_config import ARCHITECTURES, RADIO_VERSIONS, radio_config_from_args
-from .registry import build_encoder, registry_names
+from .radio_config import ARCHITECTURES, radio_config_from_args
+from .registry import ENCODERS, RegisteredEncoder, build_encoder, registry_names
 from .tiling import TileLayout, tile_image, untile
 
 __all__ = [
     "ARCHITECTURES",
+    "ENCODERS",
     "ENCODER_TYPES",
-    "RADIO_VERSIONS",
-    "TOWERS",
     "TOWER_MODEL_TYPES",
     "BlockwiseToMeOutput",
     "ClipTower",
@@ -47,6 +46,7 @@ __all__ = [
     "ImageProcessor",
     "PCABasis",
     "RadioEncoder",
+    "RegisteredEncoder",
     "ResolutionWarning",
     "ScaleEquivariance",
     "Siglip2NaflexTower",
