@@ -21,7 +21,8 @@ from .analysis import (
 )
 from .attention_keys import attention_keys
 from .base import EncoderOutput, VisionEncoder
-from .blockwise_tome import BlockwiseToMeOutput, blockwise_tome_forward, merge_schedule
+from .blockwise_schedule import merge_schedule
+from .blockwise_tome import BlockwiseToMeOutput, blockwise_tome_forward
 from .blockwise_towers import blockwise_tower_forward
 from .from_config import ENCODER_TYPES, encoder_from_config
 from .hf_tower_checkpoint import TOWER_MODEL_TYPES, load_tower
