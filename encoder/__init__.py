@@ -15,7 +15,6 @@ from .analysis import (
     ScaleEquivariance,
     fit_pca,
     pca_image,
-    resize_grid,
     scale_equivariance,
     scale_equivariance_details,
 )
@@ -24,21 +23,18 @@ from .base import EncoderOutput, VisionEncoder
 from .blockwise_schedule import merge_schedule
 from .blockwise_tome import BlockwiseToMeOutput, blockwise_tome_forward
 from .blockwise_towers import blockwise_tower_forward
-from .from_config import ENCODER_TYPES, encoder_from_config
-from .hf_tower_checkpoint import TOWER_MODEL_TYPES, load_tower
+from .from_config import encoder_from_config
+from .hf_tower_checkpoint import load_tower
 from .hf_towers import ClipTower, Dinov2Tower, HFVisionTower, Siglip2NaflexTower, SiglipTower
 from .image_processing import ImageProcessor, ResolutionWarning, batch_pixels, to_rgb
 from .radio import RadioEncoder
 from .radio_checkpoint import load_radio
-from .radio_config import ARCHITECTURES, radio_config_from_args
+from .radio_config import radio_config_from_args
 from .registry import ENCODERS, RegisteredEncoder, build_encoder, registry_names
 from .tiling import TileLayout, tile_image, untile
 
 __all__ = [
-    "ARCHITECTURES",
     "ENCODERS",
-    "ENCODER_TYPES",
-    "TOWER_MODEL_TYPES",
     "BlockwiseToMeOutput",
     "ClipTower",
     "Dinov2Tower",
@@ -67,7 +63,6 @@ __all__ = [
     "pca_image",
     "radio_config_from_args",
     "registry_names",
-    "resize_grid",
     "scale_equivariance",
     "scale_equivariance_details",
     "tile_image",
