@@ -15,32 +15,28 @@ from .analysis import (
     ScaleEquivariance,
     fit_pca,
     pca_image,
-    resize_grid,
     scale_equivariance,
     scale_equivariance_details,
 )
 from .attention_keys import attention_keys
 from .base import EncoderOutput, VisionEncoder
-from .blockwise_tome import BlockwiseToMeOutput, blockwise_tome_forward, merge_schedule
+from .blockwise_schedule import merge_schedule
+from .blockwise_tome import BlockwiseToMeOutput, blockwise_tome_forward
 from .blockwise_towers import blockwise_tower_forward
-from .from_config import ENCODER_TYPES, encoder_from_config
-from .hf_tower_checkpoint import TOWER_MODEL_TYPES, TOWERS, load_tower
+from .from_config import encoder_from_config
+from .hf_tower_checkpoint import load_tower
 from .hf_towers import ClipTower, Dinov2Tower, HFVisionTower, Siglip2NaflexTower, SiglipTower
 from .image_loading import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
 from .image_processing import ImageProcessor, ResolutionWarning, batch_pixels, to_rgb
 from .radio import RadioEncoder
 from .radio_checkpoint import load_radio
-from .radio_config import ARCHITECTURES, RADIO_VERSIONS, radio_config_from_args
-from .registry import build_encoder, registry_names
+from .radio_config import radio_config_from_args
+from .registry import ENCODERS, RegisteredEncoder, build_encoder, registry_names
 from .tiling import TileLayout, tile_image, untile
 
 __all__ = [
-    "ARCHITECTURES",
     "DEFAULT_MAX_PIXELS",
-    "ENCODER_TYPES",
-    "RADIO_VERSIONS",
-    "TOWERS",
-    "TOWER_MODEL_TYPES",
+    "ENCODERS",
     "BlockwiseToMeOutput",
     "ClipTower",
     "Dinov2Tower",
@@ -50,6 +46,7 @@ __all__ = [
     "ImageProcessor",
     "PCABasis",
     "RadioEncoder",
+    "RegisteredEncoder",
     "ResolutionWarning",
     "ScaleEquivariance",
     "Siglip2NaflexTower",
@@ -70,7 +67,6 @@ __all__ = [
     "pca_image",
     "radio_config_from_args",
     "registry_names",
-    "resize_grid",
     "scale_equivariance",
     "scale_equivariance_details",
     "tile_image",

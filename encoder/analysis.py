@@ -115,15 +115,8 @@ def scale_equivariance_details(
     )
 
 
-def resize_grid(grid: Tensor, size: tuple[int, int], *, antialias: bool = False) -> Tensor:
-    """[C, h, w] -> [C, *size], bilinear, align_corners=False: the operator that
-    ``scale_equivariance`` uses (same size = the grid itself, exactly)."""
-    if grid.dim() != 3:
-        raise ValueError(f"resize_grid takes one grid [C, h, w]; got shape {tuple(grid.shape)}")
-    return _resize(grid, size, antialias)
-
-
 def _resize(grid: Tensor, size: tuple[int, int], antialias: bool) -> Tensor:
+    """[C, h, w] -> [C, *size], bilinear, align_corners=False (same size: the grid itself)."""
     if tuple(grid.shape[1:]) == tuple(size):
         return grid
     # antialias only acts when shrinking; growing is plain bilinear either way.

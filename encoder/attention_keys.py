@@ -29,7 +29,7 @@ def attention_keys(encoder: VisionEncoder, pixel_values: Tensor, *, layer: int =
     Returns [B, h, w, head_dim] on the encoder's patch grid (cls/register tokens dropped),
     float32, without gradients.
     """
-    if getattr(encoder, "blockwise_tome", None):
+    if encoder.blockwise_tome is not None:
         raise ValueError(
             "attention_keys needs the full patch grid; this encoder merges tokens inside its "
             "blocks (blockwise_tome), so build it without blockwise_tome"

@@ -40,12 +40,23 @@ class VisionEncoder(nn.Module):
     and implement ``forward(pixel_values [B, 3, H, W] in [0, 1]) -> EncoderOutput``.
 
     Pixel normalisation is the encoder's business: it receives plain RGB in [0, 1].
+    ``blockwise_tome``, ``source`` and ``drop_adaptors`` have defaults that fit a tower
+    without those features, so callers ask every encoder the same way.
     """
 
     patch_size: int
     hidden_size: int
     preferred_resolution: tuple[int, int]
     max_resolution: int
+    # K when the tower merges tokens inside its blocks (block-wise ToMe): every image then
+    # leaves it as exactly K tokens, in ``EncoderOutput.compressed``. None: no merging.
+    blockwise_tome: int | None = None
+    # Where the weights came from, for the record (registry name, hub id or folder), if known.
+    source: str | None = None
+
+    def drop_adaptors(self) -> None:
+        """Free parts that only serve outputs a VLM does not use (RADIO's teacher heads);
+        nothing to free by default."""
 
     @property
     def image_processor(self) -> ImageProcessor:

@@ -12,7 +12,8 @@ from .base import VisionEncoder
 from .hf_towers import HFVisionTower
 from .radio import RadioEncoder
 
-# ``get_config()["type"]`` -> the class whose ``from_config`` rebuilds it
+# ``get_config()["type"]`` -> the class whose ``from_config`` rebuilds it. Not a registry: it
+# rebuilds saved modules; names -> checkpoints are ``encoder.registry_table.ENCODERS``.
 ENCODER_TYPES: dict[str, type[VisionEncoder]] = {"radio": RadioEncoder, "hf_tower": HFVisionTower}
 
 

@@ -27,35 +27,7 @@ from transformers import (
 
 from .hf_towers import ClipTower, Dinov2Tower, HFVisionTower, Siglip2NaflexTower, SiglipTower
 from .radio_checkpoint import quiet_transformers
-
-# Registry names -> published checkpoints on the hub. SigLIP2 "-<res>" checkpoints are
-# fixed-resolution (model_type "siglip"); "-naflex" ones take the variable-resolution path.
-TOWERS: dict[str, str] = {
-    "siglip-b-patch16-224": "google/siglip-base-patch16-224",
-    "siglip-l-patch16-384": "google/siglip-large-patch16-384",
-    "siglip-so400m-patch14-224": "google/siglip-so400m-patch14-224",
-    "siglip-so400m-patch14-384": "google/siglip-so400m-patch14-384",
-    "siglip2-b-patch16-224": "google/siglip2-base-patch16-224",
-    "siglip2-b-patch16-512": "google/siglip2-base-patch16-512",
-    "siglip2-l-patch16-512": "google/siglip2-large-patch16-512",
-    "siglip2-so400m-patch14-384": "google/siglip2-so400m-patch14-384",
-    "siglip2-so400m-patch16-384": "google/siglip2-so400m-patch16-384",
-    "siglip2-so400m-patch16-512": "google/siglip2-so400m-patch16-512",
-    "siglip2-g-patch16-384": "google/siglip2-giant-opt-patch16-384",
-    "siglip2-b-patch16-naflex": "google/siglip2-base-patch16-naflex",
-    "siglip2-so400m-patch16-naflex": "google/siglip2-so400m-patch16-naflex",
-    "clip-vit-b-16": "openai/clip-vit-base-patch16",
-    "clip-vit-l": "openai/clip-vit-large-patch14",
-    "clip-vit-l-336": "openai/clip-vit-large-patch14-336",
-    "dinov2-s": "facebook/dinov2-small",
-    "dinov2-b": "facebook/dinov2-base",
-    "dinov2-l": "facebook/dinov2-large",
-    "dinov2-g": "facebook/dinov2-giant",
-    "dinov2-s-reg": "facebook/dinov2-with-registers-small",
-    "dinov2-b-reg": "facebook/dinov2-with-registers-base",
-    "dinov2-l-reg": "facebook/dinov2-with-registers-large",
-    "dinov2-g-reg": "facebook/dinov2-with-registers-giant",
-}
+from .registry_table import registered, registry_names
 
 # config.json model_type -> (tower, transformers vision model). Full CLIP/SigLIP(2) models
 # ("clip", "siglip", "siglip2") load only their vision part.
@@ -83,7 +55,7 @@ def load_tower(
     image_std: Sequence[float] | None = None,
     blockwise_tome: int | None = None,
 ) -> HFVisionTower:
-    """Load a SigLIP / SigLIP2 / CLIP / DINOv2 vision tower: a registry name (``TOWERS``),
+    """Load a SigLIP / SigLIP2 / CLIP / DINOv2 vision tower: a registry name (``ENCODERS``),
     a hub id or a local folder (``config.json`` + weights, optionally
     ``preprocessor_config.json``).
 
@@ -93,7 +65,8 @@ def load_tower(
     blockwise_tome:      K, to merge tokens inside every block down to K (``HFVisionTower``).
     """
     name = str(source)
-    repo = TOWERS.get(name, name)
+    entry = registered(name, "tower")
+    repo = entry.hub_id if entry else name
     folder = Path(repo)
     if folder.is_dir():
         config = read_config(folder)
@@ -110,7 +83,7 @@ def load_tower(
             "config.json",
             why_hub=f"cannot load a vision tower from {repo!r}: not a registry name or a local "
             "folder",
-            known=", ".join(sorted(TOWERS)),
+            known=", ".join(registry_names("tower")),
         )
         tower_cls, model_cls = tower_classes(config, origin=f"{repo} (hub config.json)")
         preprocessor = _hub_preprocessor(repo)

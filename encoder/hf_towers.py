@@ -112,11 +112,6 @@ class HFVisionTower(VisionEncoder):
         return self.model.config
 
     @property
-    def version(self) -> str | None:
-        """The spec this tower was loaded from (registry name, hub id or folder), if known."""
-        return self.source
-
-    @property
     def num_prefix_tokens(self) -> int:
         """cls + register tokens in front of the patch tokens."""
         return 0

@@ -81,6 +81,16 @@ class RadioEncoder(VisionEncoder):
     def config(self) -> RadioConfig:
         return self.model.config
 
+    @property
+    def source(self) -> str | None:
+        """The RADIO version the checkpoint names (a registry name), if it names one."""
+        return self.version
+
+    def drop_adaptors(self) -> None:
+        """Free the teacher heads (adaptors): ``forward`` then returns no ``adaptors``."""
+        self.adaptors = nn.ModuleDict()
+        self.adaptor_names = []
+
     def get_config(self) -> dict[str, Any]:
         """Everything needed to rebuild this encoder's modules (not its weights) with
         ``from_config``: a VLM checkpoint stores it and loads the weights itself. Adaptors are

@@ -25,9 +25,10 @@ from transformers import RadioConfig, RadioModel
 from transformers.utils import logging as hf_logging
 
 from .radio import RadioEncoder
-from .radio_config import DINOV2_STUDENTS, RADIO_VERSIONS, radio_config_from_args
+from .radio_config import DINOV2_STUDENTS, radio_config_from_args
 from .radio_dinov2 import INNER, load_dinov2_student
 from .radio_heads import Adaptor, FeatureNormalizer, IntermediateNormalizer
+from .registry_table import registered, registry_names
 
 # Checkpoint keys (after "radio_model.") that are not part of the ViT.
 _EXTRA_PREFIXES = ("adaptors.", "feature_normalizer.", "inter_feature_normalizer.")
@@ -69,17 +70,18 @@ def load_radio(
     if path.is_file():
         ckpt = _read_torch_hub(path)
     else:
-        version = str(source) if str(source) in RADIO_VERSIONS else None
+        entry = registered(str(source), "radio")
+        version = str(source) if entry else None
         if not path.is_dir():
-            path = _download(RADIO_VERSIONS[version].hub_id if version else str(source))
+            path = _download(entry.hub_id if entry else str(source))
         ckpt = _read_hub_folder(path, version)
     config, model = _load_vit(ckpt, dtype, attn_implementation, config_overrides)
     extras = {
         k: v for k, v in _sub(ckpt.tensors, "radio_model.").items() if k.startswith(_EXTRA_PREFIXES)
     }
     resolution = ckpt.hub.get("preferred_resolution")
-    if resolution is None and ckpt.version in RADIO_VERSIONS:
-        resolution = RADIO_VERSIONS[ckpt.version].preferred_resolution
+    if resolution is None and (card := registered(ckpt.version, "radio")):
+        resolution = card.preferred_resolution  # the model card's, for a checkpoint that names it
     resolution = resolution or 512
     if isinstance(resolution, int):
         resolution = (resolution, resolution)
@@ -324,7 +326,7 @@ def _download(repo_id: str) -> Path:
 
         return Path(snapshot_download(repo_id, allow_patterns=["config.json", "*.safetensors"]))
     except Exception as err:  # offline, unknown repo, ...
-        known = ", ".join(sorted(RADIO_VERSIONS))
+        known = ", ".join(registry_names("radio"))
         raise ValueError(
             f"cannot load RADIO from {repo_id!r}: not a local folder or file, and the hub "
             f"download failed ({type(err).__name__}: {err}). Known names: {known}."

@@ -58,31 +58,6 @@ _KWARG_FIELDS = {
 }
 
 
-@dataclass(frozen=True)
-class RadioVersion:
-    """A published RADIO model: where it lives and how it likes its inputs."""
-
-    hub_id: str
-    patch_size: int
-    max_resolution: int
-    preferred_resolution: int
-
-
-# Registry names -> published checkpoints (NVlabs/RADIO ``common.py`` and the hub model cards).
-RADIO_VERSIONS: dict[str, RadioVersion] = {
-    "radio_v2.5-b": RadioVersion("nvidia/RADIO-B", 16, 2048, 768),
-    "radio_v2.5-l": RadioVersion("nvidia/RADIO-L", 16, 2048, 768),
-    "radio_v2.5-h": RadioVersion("nvidia/RADIO-H", 16, 2048, 768),
-    "radio_v2.5-g": RadioVersion("nvidia/RADIO-g", 14, 1792, 896),
-    "c-radio_v2-g": RadioVersion("nvidia/C-RADIOv2-g", 16, 2048, 768),
-    "c-radio_v3-b": RadioVersion("nvidia/C-RADIOv3-B", 16, 2048, 512),
-    "c-radio_v3-l": RadioVersion("nvidia/C-RADIOv3-L", 16, 2048, 512),
-    "c-radio_v3-h": RadioVersion("nvidia/C-RADIOv3-H", 16, 2048, 512),
-    "c-radio_v3-g": RadioVersion("nvidia/C-RADIOv3-g", 16, 2048, 512),
-    "c-radio_v4-h": RadioVersion("nvidia/C-RADIOv4-H", 16, 2048, 512),
-}
-
-
 def radio_config_from_args(
     args: dict[str, Any],
     *,

@@ -1,10 +1,10 @@
 """``build_encoder(spec)``: one entry point for every vision tower.
 
-spec is a registry name (``RADIO_VERSIONS``: "radio_v2.5-h", "c-radio_v3-l", ...;
-``TOWERS``: "siglip2-so400m-patch16-512", "clip-vit-l-336", "dinov2-l", ...), a hub id, a
-local hub-style folder, or a torch.hub RADIO checkpoint file. Which loader runs is decided
-by the registry or by the checkpoint's own config.json ("args" -> RADIO, else its
-``model_type``), never by substrings of a name.
+spec is a registry name (a key of ``ENCODERS``, the table in ``encoder.registry_table``:
+"radio_v2.5-h", "c-radio_v3-l", "siglip2-so400m-patch16-512", "clip-vit-l-336", "dinov2-l",
+...), a hub id, a local hub-style folder, or a torch.hub RADIO checkpoint file. Which loader
+runs is decided by the table's row or by the checkpoint's own config.json ("args" -> RADIO,
+else its ``model_type``), never by substrings of a name.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from typing import Any
 
 from .base import VisionEncoder
 from .hf_tower_checkpoint import (
-    TOWERS,
     fetch_hub_json,
     load_tower,
     read_config,
@@ -22,7 +21,9 @@ from .hf_tower_checkpoint import (
     weight_files,
 )
 from .radio_checkpoint import load_radio
-from .radio_config import RADIO_VERSIONS
+from .registry_table import ENCODERS, RegisteredEncoder, registry_names
+
+__all__ = ["ENCODERS", "RegisteredEncoder", "build_encoder", "registry_names"]
 
 
 def build_encoder(spec: str | Path, **overrides: Any) -> VisionEncoder:
@@ -30,10 +31,9 @@ def build_encoder(spec: str | Path, **overrides: Any) -> VisionEncoder:
     ``load_tower``), e.g. ``feature_layers=[-2]``, ``dtype=torch.bfloat16``,
     ``adaptor_names=["siglip"]`` (RADIO only)."""
     name = str(spec)
-    if name in RADIO_VERSIONS:
-        return load_radio(name, **overrides)
-    if name in TOWERS:
-        return load_tower(name, **overrides)
+    if name in ENCODERS:  # the loader resolves the name to the row's hub id and resolutions
+        loader = load_radio if ENCODERS[name].loader == "radio" else load_tower
+        return loader(name, **overrides)
     path = Path(spec)
     if path.is_file():  # a torch.hub RADIO checkpoint
         return load_radio(path, **overrides)
@@ -50,11 +50,6 @@ def build_encoder(spec: str | Path, **overrides: Any) -> VisionEncoder:
         return load_radio(name, **overrides)
     tower_classes(config, origin=f"{name} (hub config.json)")  # unknown model_type -> error
     return load_tower(name, **overrides)
-
-
-def registry_names() -> list[str]:
-    """Every registry name ``build_encoder`` accepts (RADIO versions and other towers)."""
-    return sorted([*RADIO_VERSIONS, *TOWERS])
 
 
 def _build_from_folder(path: Path, overrides: dict[str, Any]) -> VisionEncoder:

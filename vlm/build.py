@@ -62,8 +62,8 @@ def build_vlm(
     """
     if not isinstance(encoder, VisionEncoder):
         encoder = build_encoder(encoder, dtype=dtype, **encoder_overrides)
-    _drop_adaptors(encoder)
-    blockwise = getattr(encoder, "blockwise_tome", None)
+    encoder.drop_adaptors()  # teacher heads (RADIO) are not part of a VLM: free them
+    blockwise = encoder.blockwise_tome
     if blockwise is not None:
         # Tokens arrive merged (EncoderOutput.compressed) and skip the output-level merger;
         # its settings then only tell the processor that every image costs K tokens.
@@ -121,7 +121,7 @@ def build_vlm(
     attention = llm.config._attn_implementation
     config = VLMConfig(
         vision_config=encoder.get_config(),
-        encoder_spec=_spec(encoder),
+        encoder_spec=encoder.source,
         compressor=compressor_settings,
         projector=projector,
         text_config=llm.config,
@@ -148,15 +148,3 @@ def build_vlm(
         model.projector.to(llm.get_input_embeddings().weight.dtype)
     model.generation_config = llm.generation_config
     return model.eval(), processor
-
-
-def _spec(encoder: VisionEncoder) -> str | None:
-    """Where the encoder came from, for the record (a registry name, hub id or path)."""
-    return getattr(encoder, "source", None) or getattr(encoder, "version", None)
-
-
-def _drop_adaptors(encoder: VisionEncoder) -> None:
-    """Teacher adaptors are not part of a VLM: free them."""
-    if getattr(encoder, "adaptors", None):
-        encoder.adaptors = torch.nn.ModuleDict()
-        encoder.adaptor_names = []

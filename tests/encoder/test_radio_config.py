@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from encoder import RADIO_VERSIONS, RadioEncoder, build_encoder, radio_config_from_args
+from encoder import ENCODERS, RadioEncoder, build_encoder, radio_config_from_args, registry_names
 
 TEACHERS = [
     {"name": "clip"},
@@ -103,8 +103,8 @@ def test_registry_lists_every_published_family():
         "c-radio_v3-b",
         "c-radio_v3-h",
         "c-radio_v4-h",
-    } <= set(RADIO_VERSIONS)
-    g = RADIO_VERSIONS["radio_v2.5-g"]
+    } <= set(registry_names("radio"))
+    g = ENCODERS["radio_v2.5-g"]
     assert (g.patch_size, g.max_resolution, g.preferred_resolution) == (14, 1792, 896)
 
 

@@ -116,6 +116,7 @@ def test_student_matches_a_plain_forward_of_its_weights(tmp_path, size):
     state = student_state()
     enc = load_radio(write_hub_folder(tmp_path / "g", state), feature_layers=None)
     assert enc.config.use_swiglu_ffn and enc.patch_size == PATCH
+    assert enc.preferred_resolution == (896, 896)  # the registry's: config.json names the version
     assert (enc.config.num_cls_tokens, enc.config.num_registers) == (1, PREFIX - 1)
     pixels = torch.rand(2, 3, *size, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():

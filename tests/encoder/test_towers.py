@@ -17,10 +17,11 @@ from transformers.models.siglip2.image_processing_siglip2 import convert_image_t
 
 import encoder.registry
 from encoder import (
-    TOWERS,
+    ENCODERS,
     ClipTower,
     Dinov2Tower,
     HFVisionTower,
+    RegisteredEncoder,
     Siglip2NaflexTower,
     SiglipTower,
     build_encoder,
@@ -296,13 +297,17 @@ def test_build_encoder_refuses_unknown_model_types_and_bare_folders(tmp_path):
 
 
 def test_registry_names_map_to_hub_ids_and_go_to_load_tower(monkeypatch):
-    assert TOWERS["siglip-so400m-patch14-384"] == "google/siglip-so400m-patch14-384"
-    assert TOWERS["siglip2-so400m-patch16-512"] == "google/siglip2-so400m-patch16-512"
-    assert TOWERS["siglip2-so400m-patch16-naflex"] == "google/siglip2-so400m-patch16-naflex"
-    assert TOWERS["clip-vit-l-336"] == "openai/clip-vit-large-patch14-336"
-    assert TOWERS["clip-vit-l"] == "openai/clip-vit-large-patch14"
-    assert TOWERS["dinov2-g"] == "facebook/dinov2-giant"
-    assert TOWERS["dinov2-l-reg"] == "facebook/dinov2-with-registers-large"
+    hub_ids = {
+        "siglip-so400m-patch14-384": "google/siglip-so400m-patch14-384",
+        "siglip2-so400m-patch16-512": "google/siglip2-so400m-patch16-512",
+        "siglip2-so400m-patch16-naflex": "google/siglip2-so400m-patch16-naflex",
+        "clip-vit-l-336": "openai/clip-vit-large-patch14-336",
+        "clip-vit-l": "openai/clip-vit-large-patch14",
+        "dinov2-g": "facebook/dinov2-giant",
+        "dinov2-l-reg": "facebook/dinov2-with-registers-large",
+    }
+    for name, hub_id in hub_ids.items():
+        assert ENCODERS[name] == RegisteredEncoder("tower", hub_id), name
     assert {"radio_v2.5-h", "clip-vit-l-336", "dinov2-l"} <= set(registry_names())
     calls = []
     monkeypatch.setattr(encoder.registry, "load_tower", lambda spec, **kw: calls.append((spec, kw)))

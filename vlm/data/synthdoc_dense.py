@@ -53,9 +53,9 @@ def _textvqa(ctx: StyleContext) -> tuple[Page, str, list[str], dict]:
         y = rng.randint(y0, max(y0, y0 + half - 2 * m - height))
         items.append(TextItem(word, (x, y), size, (15, 15, 15), ctx.font_path))
     where = rng.choice(sorted(QUARTERS))
-    answer = words[list(QUARTERS).index(where)]
+    asked = items[list(QUARTERS).index(where)]
     question = f"what word is at the {where}?"
-    return _page(ctx, items), question, [answer], _meta(items, answer, "quarter")
+    return _page(ctx, items), question, [asked.text], _meta(items, asked, asked.text, "quarter")
 
 
 def _docvqa(ctx: StyleContext) -> tuple[Page, str, list[str], dict]:
@@ -74,7 +74,7 @@ def _docvqa(ctx: StyleContext) -> tuple[Page, str, list[str], dict]:
     stray = _free_spot(ctx, ctx.word(), size, [it.box for it in items])
     target = rng.randrange(3)
     question = f"What is the {keys[target]}?"
-    meta = _meta(items + stray, values[target], "form")
+    meta = _meta(items + stray, items[target], values[target], "form")
     return _page(ctx, items + stray), question, [values[target]], meta
 
 
@@ -84,7 +84,7 @@ def _ocrbench(ctx: StyleContext) -> tuple[Page, str, list[str], dict]:
     items: list[TextItem] = []
     for text in (number, ctx.word(), ctx.word()):
         items += _free_spot(ctx, text, size, [it.box for it in items])
-    meta = _meta(items, number, "number") | {"question_type": DIGITS}
+    meta = _meta(items, items[0], number, "number") | {"question_type": DIGITS}
     return _page(ctx, items), "What number is written in the image?", [number], meta
 
 
@@ -141,9 +141,10 @@ def _page(ctx: StyleContext, items: list[TextItem]) -> Page:
     return Page((s, s), (250, 250, 250), items=items)
 
 
-def _meta(items: list[TextItem], answer: str, kind: str) -> dict:
+def _meta(items: list[TextItem], asked: TextItem, answer: str, kind: str) -> dict:
     return {
         "texts": [it.text for it in items],
+        "answer_box": list(asked.box),
         "items": [[it.text, it.xy[0], it.xy[1], it.size, it.font_path] for it in items],
         "question_kind": kind,
         "answer": answer,

@@ -78,16 +78,23 @@ def test_the_easy_level_shows_one_vocabulary_word():
 
 def test_questions_of_harder_levels_pin_down_one_answer():
     config = SynthDocConfig(image_size=128, styles=("textvqa",), levels=("medium", "hard"), seed=2)
+    seen = set()
     for record in generate_records(40, config):
         words, question = record.meta["texts"], record.question
         if "written in" in question:
             colour = question.rsplit(" ", 1)[1].rstrip("?")
             assert record.meta["inks"][words.index(record.answers[0])] == colour
             assert len(set(record.meta["inks"])) == len(words)
+            seen.add("colour")
         elif "at the top" in question:
             assert record.answers[0] == words[0]
+            seen.add("top")
         elif "at the bottom" in question:
             assert record.answers[0] == words[-1]
+            seen.add("bottom")
+        else:
+            pytest.fail(f"a harder-level question this test does not check: {question!r}")
+    assert seen == {"colour", "top", "bottom"}  # every form was checked at least once
 
 
 def test_to_messages_asks_what_lmms_eval_asks():

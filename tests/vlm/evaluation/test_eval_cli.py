@@ -10,7 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from conftest import needs_runnable_lmms_eval
 
 from recipes.cli import main
@@ -23,36 +22,19 @@ THREE = {
 }
 
 
-def plugin_env(tmp_path: Path) -> dict[str, str]:
-    """The environment for an lmms-eval subprocess that finds the plugin.
-
-    Uses the installed ``lmms_eval.models`` entry point. Until pyproject.toml declares it, the
-    test is skipped; RADIO_VLM_TEMP_ENTRY_POINT=1 runs it anyway through a temporary
-    dist-info on PYTHONPATH (the same entry-point machinery, another distribution).
-    """
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+def plugin_env() -> dict[str, str]:
+    """The environment for an lmms-eval subprocess that finds the plugin through the
+    ``lmms_eval.models`` entry point pyproject.toml declares (installed with the project)."""
     points = importlib.metadata.entry_points(group="lmms_eval.models")
-    if any(p.value == "vlm.evaluation.manifest:MANIFEST" for p in points):
-        return env
-    if os.environ.get("RADIO_VLM_TEMP_ENTRY_POINT") != "1":
-        pytest.skip(
-            "needs the lmms_eval.models entry point of pyproject.toml installed (or "
-            "RADIO_VLM_TEMP_ENTRY_POINT=1 for a temporary one)"
-        )
-    info = tmp_path / "site" / "radio_vlm_test_plugin-0.0.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: radio-vlm-test-plugin\n")
-    (info / "entry_points.txt").write_text(
-        "[lmms_eval.models]\nradio_vlm = vlm.evaluation.manifest:MANIFEST\n"
+    assert any(p.value == "vlm.evaluation.manifest:MANIFEST" for p in points), (
+        "the lmms_eval.models entry point of pyproject.toml is not installed: pip install -e ."
     )
-    paths = [str(tmp_path / "site"), str(Path.cwd()), env.get("PYTHONPATH", "")]
-    env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
-    return env
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 
 
 @needs_runnable_lmms_eval
 def test_lmms_eval_cli_runs_the_plugin_on_the_offline_tasks(tiny_vlm, eval_data, tmp_path):
-    env = plugin_env(tmp_path)
+    env = plugin_env()
     tasks = write_task_dir(eval_data, tmp_path / "tasks")
     out = tmp_path / "out"
     lmms_eval = Path(sys.executable).with_name("lmms-eval")
@@ -109,7 +91,6 @@ def test_radio_vlm_eval_write_tasks_prints_the_lmms_eval_command(eval_data, tmp_
 
 
 def test_export_eval_data_writes_a_folder_eval_accepts(tmp_path, capsys):
-    pytest.importorskip("vlm.data", reason="vlm.data (synthdoc) not available")
     out = tmp_path / "synth"
     assert main(["export-eval-data", "--out", str(out), "--num", "9", "--seed", "3"]) == 0
     printed = capsys.readouterr().out
