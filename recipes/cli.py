@@ -12,6 +12,7 @@ from importlib.metadata import PackageNotFoundError, version
 from recipes import encoder_analysis, merge_demo
 from recipes.compare import runner as compare
 from recipes.quickstart import runner as quickstart
+from vlm.cli_errors import add_debug_flag, run_reporting_errors
 from vlm.evaluation import cli as eval_cli
 from vlm.evaluation import export_cli as eval_data_cli
 from vlm.training import cli as train_cli
@@ -46,13 +47,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module, help_text) in SUBCOMMANDS.items():
-        module.add_arguments(sub.add_parser(name, help=help_text, description=help_text))
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(command)
+        add_debug_flag(command)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.run(args)
+    return run_reporting_errors(args.run, args, f"radio-vlm {args.command}")
 
 
 def _version() -> str:

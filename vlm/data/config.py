@@ -5,8 +5,8 @@
     >>> dataset = build_dataset(config, processor)        # VLMDataset (VLMIterableDataset
     ...                                                    # when streaming)
 
-Nested blocks (``synthdoc``, ``columns``) are dataclasses too; dicts are converted, and an
-unknown key anywhere is an error naming it (recipes map YAML 1:1 onto dataclasses).
+Nested blocks (``synthdoc``, ``columns``) are dataclasses too; ``vlm.schema.from_dict`` reads
+them all (types and ranges checked, an unknown key anywhere is an error naming it).
 """
 
 from __future__ import annotations
@@ -14,9 +14,12 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
 
 from ..processing import VLMProcessor
+from ..schema import STRICT, NonNegativeInt, PositiveInt, from_dict
 from .dataset import VLMDataset, VLMIterableDataset
 from .skips import SkipReport
 from .sources import Columns, HFSource, HFStreamSource, LlavaSource, SynthDocSource, load_hf
@@ -52,32 +55,32 @@ class DataConfig:
                  temporary directory.
     """
 
-    kind: str = "synthdoc"
+    __pydantic_config__ = STRICT
+
+    kind: Literal["synthdoc", "llava", "hf"] = "synthdoc"
     path: str | None = None
     image_root: str | None = None
     split: str = "train"
     subset: str | None = None
     streaming: bool = False
-    num_samples: int | None = None
-    seed: int = 0
+    num_samples: PositiveInt | None = None
+    seed: NonNegativeInt = 0
     synthdoc: SynthDocConfig = field(default_factory=SynthDocConfig)
     lmms_eval_prompt: bool = True
     columns: Columns = field(default_factory=Columns)
-    max_length: int | None = None
+    max_length: PositiveInt | None = None
     truncation: bool = False
-    max_aspect_ratio: float | None = 8.0
-    max_consecutive_skips: int = 1000
+    max_aspect_ratio: Annotated[float, Field(ge=1)] | None = 8.0
+    max_consecutive_skips: PositiveInt = 1000
     skip_report_dir: str | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.synthdoc, Mapping):
-            if "seed" in self.synthdoc:
-                raise ValueError("set data.seed, not data.synthdoc.seed (one seed per data block)")
-            self.synthdoc = _build(SynthDocConfig, self.synthdoc, "data.synthdoc")
+        if isinstance(self.synthdoc, Mapping):  # built in Python with a plain dict
+            self.synthdoc = from_dict(SynthDocConfig, dict(self.synthdoc), "data.synthdoc")
         if isinstance(self.columns, Mapping):
-            self.columns = _build(Columns, self.columns, "data.columns")
-        if self.kind not in KINDS:
-            raise ValueError(f"data.kind must be one of {KINDS}; got {self.kind!r}")
+            self.columns = from_dict(Columns, dict(self.columns), "data.columns")
+        if self.synthdoc.seed not in (0, self.seed):
+            raise ValueError("set data.seed, not data.synthdoc.seed (one seed per data block)")
         if self.kind in ("llava", "hf") and not self.path:
             raise ValueError(
                 f"data.kind={self.kind!r} needs data.path (the data file, folder or hub id)"
@@ -86,17 +89,13 @@ class DataConfig:
             raise ValueError(f"data.kind='synthdoc' needs num_samples >= 1; got {self.num_samples}")
         if self.streaming and self.kind != "hf":
             raise ValueError(f"data.streaming only applies to kind 'hf'; kind is {self.kind!r}")
-        if self.num_samples is not None and self.num_samples < 1:
-            raise ValueError(f"data.num_samples must be >= 1 or null; got {self.num_samples}")
-        if self.max_length is not None and self.max_length < 1:
-            raise ValueError(f"data.max_length must be >= 1 or null; got {self.max_length}")
         # one seed per data block: the synthdoc generator follows data.seed
         self.synthdoc = dataclasses.replace(self.synthdoc, seed=self.seed)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DataConfig:
-        """From a YAML mapping; unknown keys (also nested) are errors naming them."""
-        return _build(cls, data, "data")
+        """From a YAML mapping; unknown keys (also nested), types and ranges are checked."""
+        return from_dict(cls, dict(data), "data")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, YAML-safe values (for saving the resolved recipe with the run)."""
@@ -129,12 +128,3 @@ def build_dataset(config: DataConfig, processor: VLMProcessor) -> VLMDataset | V
     return VLMDataset(
         source, processor, max_consecutive_skips=config.max_consecutive_skips, **common
     )
-
-
-def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
-    if not isinstance(data, Mapping):
-        raise ValueError(f"{where} must be a mapping of settings; got {type(data).__name__}")
-    known = [f.name for f in dataclasses.fields(cls)]
-    if unknown := sorted(set(data) - set(known)):
-        raise ValueError(f"unknown key(s) {unknown} in {where}; known keys: {known}")
-    return cls(**data)

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..schema import STRICT
 from .images import resolve_image_path
 from .skips import SkipSample
 from .synthdoc import SynthDocConfig, eval_prompt, generate_record, plan_record, to_messages
@@ -163,6 +164,8 @@ class Columns:
     conversations: LLaVA from/value turns or role/content messages; when None, question and
         answer (a string or a list: the first is the reply) make a one-round conversation.
     """
+
+    __pydantic_config__ = STRICT
 
     id: str | None = None  # None: "row<index>"
     image: str | None = "image"

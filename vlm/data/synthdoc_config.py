@@ -10,6 +10,7 @@ import random
 import string
 from dataclasses import dataclass
 
+from ..schema import STRICT
 from .synthdoc_draw import fit_size, text_width
 
 STYLES = ("textvqa", "docvqa", "ocrbench")
@@ -122,6 +123,8 @@ class SynthDocConfig:
     noise_prob:  chance of a noisy background at hard level (half of it at medium).
     page_prob:   chance that a hard docvqa/ocrbench record is a large, mostly white page.
     """
+
+    __pydantic_config__ = STRICT
 
     image_size: int = 128
     vocabulary: list[str] | None = None

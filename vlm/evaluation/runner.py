@@ -71,12 +71,13 @@ def evaluate(
         from .schemas import check_data_dir
 
         check_data_dir(data_dir, local)
-    lm = _as_lmms(model_or_dir, processor, batch_size, device, dtype, dict(model_args or {}))
     out = Path(output_dir) if output_dir else default_output_dir(model_or_dir)
     out.mkdir(parents=True, exist_ok=True)
     include = write_task_dir(data_dir, out / "tasks", local) if local else None
     # built-in tasks need lmms-eval's own index (seconds); offline ones do not
     manager = task_manager(include, defaults=len(local) < len(names))
+    check_task_names(names, manager.all_tasks)  # before the (slow) model load
+    lm = _as_lmms(model_or_dir, processor, batch_size, device, dtype, dict(model_args or {}))
     try:
         results = simple_evaluate(
             model=lm,
@@ -210,3 +211,17 @@ def _order(names: Sequence[str]) -> Any:
 
 def _write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+
+
+def check_task_names(names: list[str], known: list[str]) -> None:
+    """A ValueError naming every task lmms-eval does not know (with the closest names)."""
+    import difflib
+
+    unknown = [name for name in names if name not in set(known)]
+    if unknown:
+        hints = {name: difflib.get_close_matches(name, known, n=3) for name in unknown}
+        detail = "; ".join(f"{n!r} (close: {', '.join(c) or 'none'})" for n, c in hints.items())
+        raise ValueError(
+            f"unknown lmms-eval task(s): {detail}. Use textvqa, docvqa, ocrbench or a task "
+            "name from `lmms-eval --tasks list`"
+        )

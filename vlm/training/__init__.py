@@ -12,6 +12,8 @@
 - ``run``: ``train(recipe)``, one stage end to end.
 """
 
+from vlm.schema import RecipeError
+
 from .checkpoints import is_complete, latest_checkpoint
 from .loading import build_model, load_stage
 from .lora import merge_lora
@@ -28,7 +30,6 @@ from .recipe import (
     recipe_from_dict,
 )
 from .run import train
-from .schema import RecipeError
 
 __all__ = [
     "STAGE_MODES",

@@ -14,6 +14,8 @@ import argparse
 import subprocess
 import sys
 
+from vlm.cli_errors import add_debug_flag, run_reporting_errors
+
 SUMMARY = "train one stage (align / pretrain / sft) from a YAML recipe"
 
 
@@ -71,6 +73,8 @@ def _launch(args: argparse.Namespace) -> int:
         command += ["--override", item]
     if args.resume is not None:
         command += ["--resume", args.resume]
+    if getattr(args, "debug", False):
+        command.append("--debug")
     return subprocess.call(command)
 
 
@@ -78,8 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     """Entry for `accelerate launch recipes/train.py` and `python -m vlm.training.cli`."""
     parser = argparse.ArgumentParser(prog="train", description=SUMMARY)
     add_arguments(parser)
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
-    return args.run(args)
+    return run_reporting_errors(args.run, args, "radio-vlm train")
 
 
 if __name__ == "__main__":

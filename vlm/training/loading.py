@@ -23,10 +23,10 @@ from transformers import PreTrainedModel
 from vlm.build import build_vlm
 from vlm.modeling import VisionLanguageModel
 from vlm.processing import VLMProcessor
+from vlm.schema import RecipeError
 
 from .checkpoints import require_complete_stage
 from .recipe import ModelSpec
-from .schema import RecipeError
 
 ADAPTER_CONFIG = "adapter_config.json"
 

@@ -24,11 +24,11 @@ from torch import nn
 
 from vlm.modeling import VisionLanguageModel
 from vlm.processing import VLMProcessor
+from vlm.schema import RecipeError
 
 from .checkpoints import write_marker
 from .modules import ATTRIBUTES, ModulePlan
 from .recipe import LoraSpec
-from .schema import RecipeError
 
 BASE_DIR = "base"
 

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from vlm.schema import RecipeError
+
 from .recipe import MODULES, Recipe
-from .schema import RecipeError
 
 STAGE_MODES: dict[str, dict[str, str]] = {
     "align": {"encoder": "frozen", "projector": "full", "llm": "frozen"},

@@ -19,13 +19,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import AfterValidator, Field
+from transformers import SchedulerType
 
 from vlm.data import DataConfig
-
-from .schema import RecipeError, from_dict, set_dotted, to_dict
+from vlm.schema import (
+    STRICT,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    RecipeError,
+    from_dict,
+    set_dotted,
+    to_dict,
+)
 
 STAGES = ("align", "pretrain", "sft")
 MODULES = ("encoder", "projector", "llm")
@@ -43,6 +54,19 @@ BUILD_ONLY = frozenset(
         "image_markers",
     }
 )
+
+
+def _steps_or_minus_one(value: int) -> int:
+    if value == 0 or value < -1:
+        raise ValueError(f"must be -1 (run num_train_epochs) or >= 1; got {value}")
+    return value
+
+
+def _scheduler(value: str) -> str:
+    known = [s.value for s in SchedulerType]
+    if value not in known:
+        raise ValueError(f"{value!r} is not a transformers scheduler; use one of {known}")
+    return value
 
 
 @dataclass
@@ -67,16 +91,18 @@ class ModelSpec:
            with it.
     """
 
+    __pydantic_config__ = STRICT
+
     encoder: str | None = None
     llm: str | None = None
-    resolution: int | None = None
-    compressor: str = "tome"
-    num_tokens: int | None = 256
+    resolution: PositiveInt | None = None
+    compressor: Literal["tome", "unshuffle", "avgpool", "none"] = "tome"
+    num_tokens: PositiveInt | None = 256
     compressor_options: dict[str, Any] = field(default_factory=dict)
     projector: dict[str, Any] = field(default_factory=dict)
     feature_layers: list[int] | None = None
     image_markers: list[str] | None = None
-    dtype: str | None = None
+    dtype: Literal["float32", "bfloat16", "float16"] | None = None
     attn_implementation: str | None = None
     init_from: str | None = None
 
@@ -87,12 +113,16 @@ class ModuleSpec:
     adapters; LLM and encoder only); None: the stage's default. lr: its learning rate; None:
     ``train.learning_rate`` (the encoder: a tenth of it)."""
 
+    __pydantic_config__ = STRICT
+
     mode: Literal["full", "frozen", "lora"] | None = None
-    lr: float | None = None
+    lr: NonNegativeFloat | None = None
 
 
 @dataclass
 class Modules:
+    __pydantic_config__ = STRICT
+
     encoder: ModuleSpec = field(default_factory=ModuleSpec)
     projector: ModuleSpec = field(default_factory=ModuleSpec)
     llm: ModuleSpec = field(default_factory=ModuleSpec)
@@ -107,9 +137,11 @@ class LoraSpec:
         bitsandbytes (QLoRA; CUDA only).
     """
 
-    r: int = 64
-    alpha: int = 128
-    dropout: float = 0.05
+    __pydantic_config__ = STRICT
+
+    r: PositiveInt = 64
+    alpha: PositiveFloat = 128
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.05
     target_modules: list[str] | None = None
     quantize: Literal["4bit", "8bit"] | None = None
 
@@ -134,39 +166,43 @@ class TrainSpec:
     training_arguments: any other TrainingArguments fields, passed through as they are.
     """
 
+    __pydantic_config__ = STRICT
+
     output_dir: str = "runs/train"
-    per_device_train_batch_size: int = 8
-    gradient_accumulation_steps: int = 1
-    global_batch_size: int | None = None
-    num_train_epochs: float = 1.0
-    max_steps: int = -1
-    learning_rate: float = 2e-5
-    lr_scheduler_type: str = "cosine"
-    warmup_steps: float = 0.03
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
+    per_device_train_batch_size: PositiveInt = 8
+    gradient_accumulation_steps: PositiveInt = 1
+    global_batch_size: PositiveInt | None = None
+    num_train_epochs: PositiveFloat = 1.0
+    max_steps: Annotated[int, AfterValidator(_steps_or_minus_one)] = -1
+    learning_rate: NonNegativeFloat = 2e-5
+    lr_scheduler_type: Annotated[str, AfterValidator(_scheduler)] = "cosine"
+    warmup_steps: NonNegativeFloat = 0.03
+    weight_decay: NonNegativeFloat = 0.0
+    max_grad_norm: NonNegativeFloat = 1.0
     bf16: bool | None = None
     use_cpu: bool | None = None
     activation_checkpointing: bool = False
     group_by_length: bool = False
     packing: bool = False
-    pad_to_multiple_of: int | None = None
-    logging_steps: float = 10
-    save_steps: float = 500
-    save_total_limit: int | None = 2
-    dataloader_num_workers: int = 0
-    seed: int = 0
+    pad_to_multiple_of: PositiveInt | None = None
+    logging_steps: PositiveFloat = 10
+    save_steps: PositiveFloat = 500
+    save_total_limit: PositiveInt | None = 2
+    dataloader_num_workers: NonNegativeInt = 0
+    seed: NonNegativeInt = 0
     report_to: list[str] = field(default_factory=lambda: ["none"])
     modules: Modules = field(default_factory=Modules)
     lora: LoraSpec = field(default_factory=LoraSpec)
     resume: bool | str = False
-    stop_at_step: int | None = None
+    stop_at_step: PositiveInt | None = None
     nonfinite: Literal["error", "skip"] = "error"
     training_arguments: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
 class Recipe:
+    __pydantic_config__ = STRICT
+
     stage: Literal["align", "pretrain", "sft"]
     model: ModelSpec
     data: DataConfig

@@ -24,7 +24,7 @@ from torch import nn
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
 
-class ResumeError(RuntimeError):
+class ResumeError(ValueError):
     """A checkpoint's weights do not fit the model being resumed."""
 
 

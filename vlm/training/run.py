@@ -21,6 +21,7 @@ import torch
 from transformers import TrainingArguments, set_seed
 
 from vlm import data as vlm_data
+from vlm.schema import RecipeError
 
 from .checkpoints import (
     MARKER,
@@ -37,7 +38,6 @@ from .lora import apply_lora, lora_base, quantization_kwargs, save_base, uses_lo
 from .modules import apply_freeze, modules_table, plan_modules
 from .recipe import Recipe, TrainSpec, dump_recipe
 from .report import loss_plot
-from .schema import RecipeError
 from .trainer import RunInfoCallback, StopAtStepCallback, VLMTrainer
 
 # TrainingArguments this module sets itself; training_arguments may not set them again

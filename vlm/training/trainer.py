@@ -124,7 +124,7 @@ class VLMTrainer(Trainer):
         return super()._get_train_sampler(train_dataset)
 
 
-class NonFiniteError(RuntimeError):
+class NonFiniteError(FloatingPointError):
     """The loss or gradient norm became NaN or infinite (``train.nonfinite: error``)."""
 
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 from accelerate.utils import DistributedType
 
+from vlm.schema import RecipeError
 from vlm.training import TrainSpec
 from vlm.training.run import launch_settings, resolve_bf16
-from vlm.training.schema import RecipeError
 from vlm.training.trainer import RunInfoCallback, describe_run
 
 
