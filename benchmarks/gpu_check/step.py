@@ -54,6 +54,7 @@ def radio_encoder(vit: dict, folder: Path, device: str) -> RadioEncoder:
     (prefix tokens, input conditioner) with the ViT resized; no multi-GB file is written."""
     config = build_encoder(write_tiny_radio(folder)).get_config()
     config["radio_config"].update(vit)
+    config["max_resolution"] = config["radio_config"]["max_img_size"]  # as a checkpoint pairs them
     with torch.device(device):  # initialise on the GPU: a ViT-H on the CPU takes seconds
         return RadioEncoder.from_config(config)
 
