@@ -1,8 +1,7 @@
 """The ``cuda`` marker: tests that need a CUDA device.
 
 ``pytest -m cuda`` selects them (benchmarks/gpu_check runs them on a lent GPU); without a
-device they skip with one reason. A test is a CUDA test when it carries ``@pytest.mark.cuda``
-or its name starts with ``test_cuda`` (the older convention, e.g. in test_blockwise_tome.py).
+device they skip with one reason. A test is a CUDA test when it carries ``@pytest.mark.cuda``.
 """
 
 from __future__ import annotations
@@ -17,11 +16,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", f"cuda: {NO_CUDA}; skipped without one")
 
 
-@pytest.hookimpl(tryfirst=True)  # before -m deselects: the name rule must mark first
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     has_cuda = torch.cuda.is_available()
     for item in items:
-        if getattr(item, "originalname", item.name).startswith("test_cuda"):
-            item.add_marker(pytest.mark.cuda)
         if not has_cuda and item.get_closest_marker("cuda") is not None:
             item.add_marker(pytest.mark.skip(reason=NO_CUDA))

@@ -217,7 +217,7 @@ def test_bfloat16_and_gradients(model):
     model.zero_grad(set_to_none=True)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.cuda
 def test_cuda_matches_cpu(model):
     x = pixels(2, 8, 8)
     with torch.no_grad():
