@@ -9,8 +9,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
+from recipes.compare.probe import char_accuracy, fit_char_probe
 from recipes.quickstart.model import TinyParts, tiny_parts, to_pixels
 from recipes.quickstart.stage0 import run_stage0
 from recipes.quickstart.training import DataSplits, train_cell, write_data
@@ -59,35 +61,99 @@ class Context:
         on eval pages, for each (K, input resolution) the grid's cells use: ToMe matching on
         the features (the paper's choice), ToMe matching on the last block's attention keys
         (ToMe's, paper Table A10) and avg-pool. Pixel unshuffle only regroups channels, so it
-        has none."""
+        has none. On dense pages also ``char_*``: how many ink patches a linear probe (fitted
+        on uncompressed training features, ``probe``) still names right after each
+        compressor's tokens are unmerged (``char_none``: no compression)."""
         from encoder import attention_keys
         from token_merge import compress, reconstruction_error
 
         encoder = self.parts.encoder  # (warms stage 0 up first if needed: outside no_grad)
-        images = [r.image for r in self.data.eval_records[:64]]
+        evals = self.data.eval_records[:64]
+        dense = all("items" in r.meta for r in evals)
         default = self.settings.image_size
         pairs = sorted({(c.resolution or default, c.num_tokens) for c in self.grid.expand()})
         rows = []
-        with torch.no_grad():
-            for size in sorted({size for size, _ in pairs}):
-                pixels = to_pixels(images, size)
+        for size in sorted({size for size, _ in pairs}):
+            with torch.no_grad():
+                pixels = to_pixels([r.image for r in evals], size)
                 grids = encoder(pixels).grid  # [N, h, w, C]
                 keys = attention_keys(encoder, pixels)  # [N, h, w, head_dim]
-                for k in [k for s, k in pairs if s == size]:
-                    merged = {
-                        "tome": compress(grids, "tome", k),
-                        "tome_keys": compress(grids, "tome", k, metric=keys),
-                        "avgpool": compress(grids, "avgpool", k),
-                    }
-                    row: dict[str, Any] = {
-                        "num_tokens": k,
-                        "resolution": size,
-                        "grid": list(grids.shape[1:3]),
-                    }
-                    for method, out in merged.items():
-                        row[method] = float(reconstruction_error(grids, out, normalize=True))
-                    rows.append(row)
+            probe = self._char_probe(size) if dense else None
+            labels = _labels(evals, grids.shape[1]) if dense else None
+            for k in [k for s, k in pairs if s == size]:
+                merged = {
+                    "tome": compress(grids, "tome", k),
+                    "tome_keys": compress(grids, "tome", k, metric=keys),
+                    "avgpool": compress(grids, "avgpool", k),
+                }
+                row: dict[str, Any] = {
+                    "num_tokens": k,
+                    "resolution": size,
+                    "grid": list(grids.shape[1:3]),
+                }
+                for method, out in merged.items():
+                    row[method] = float(reconstruction_error(grids, out, normalize=True))
+                    if probe is not None:
+                        row[f"char_{method}"] = char_accuracy(
+                            probe, out.unmerge().view_as(grids), labels
+                        )
+                if probe is not None:
+                    row["char_none"] = char_accuracy(probe, grids, labels)
+                rows.append(row)
         return rows
+
+    def merge_picture(self, path: Path, num_pages: int = 3) -> Path:
+        """Eval pages beside what ToMe and avg-pool make of the stage-0 features at the grid's
+        smallest K: each patch coloured by the token it went to (``token_merge.visualize``),
+        titled with the reconstruction error. ToMe spends tokens on the text; pooling cuts
+        the page into equal cells whatever they hold."""
+        from matplotlib.figure import Figure
+
+        from token_merge import compress, reconstruction_error, visualize
+
+        k = min(c.num_tokens for c in self.grid.expand() if c.compressor != "none")
+        records = self.data.eval_records[:num_pages]
+        size = self.settings.image_size
+        with torch.no_grad():
+            grids = self.parts.encoder(to_pixels([r.image for r in records], size)).grid
+        merged = {"ToMe": compress(grids, "tome", k), "avg-pool": compress(grids, "avgpool", k)}
+        errors = {  # per page, normalised over the pages shown
+            name: reconstruction_error(grids, out, normalize=True, reduction="none")
+            for name, out in merged.items()
+        }
+        fig = Figure(figsize=(9, 3 * len(records)), dpi=100)
+        axes = fig.subplots(len(records), 3, squeeze=False)
+        for i, record in enumerate(records):
+            page = record.image.convert("RGB").resize((256, 256))
+            axes[i][0].imshow(page)
+            axes[i][0].set_title(f"{record.question[:34]} ({record.answers[0]})", fontsize=8)
+            for j, (name, out) in enumerate(merged.items(), start=1):
+                error = float(errors[name][i])
+                axes[i][j].imshow(visualize(page, out, index=i, alpha=0.55))
+                axes[i][j].set_title(
+                    f"{name}, {grids.shape[1]}x{grids.shape[2]} -> {k}: error {error:.2f}",
+                    fontsize=8,
+                )
+        for ax in axes.flat:
+            ax.axis("off")
+        fig.tight_layout()
+        fig.savefig(path)
+        return path
+
+    def _char_probe(self, size: int) -> torch.nn.Module:
+        """The linear character probe on 256 training pages' stage-0 features at ``size`` px."""
+        train = [r for r in self.data.train_records if "items" in r.meta][:256]
+        with torch.no_grad():
+            grids = self.parts.encoder(to_pixels([r.image for r in train], size)).grid
+        return fit_char_probe(grids, _labels(train, grids.shape[1]), seed=self.grid.seed)
+
+
+def _labels(records: list[Any], grid: int) -> torch.Tensor:
+    """[N, grid, grid] character classes of dense records (``dense_targets``)."""
+    from vlm.data.synthdoc_dense import dense_targets
+
+    rows = [dense_targets(r.meta["items"], r.image.width, grid) for r in records]
+    return torch.from_numpy(np.stack(rows))
 
 
 def run_cell(context: Context, cell: Any) -> dict[str, Any]:

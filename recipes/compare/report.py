@@ -63,6 +63,21 @@ def markdown_table(results: Mapping[str, Any]) -> str:
                 f"| {row['num_tokens']} | {size} | {row['grid'][0]}x{row['grid'][1]} | "
                 f"{row['tome']:.4f} | {keys:.4f} | {row['avgpool']:.4f} | {ratio:.2f} |\n"
             )
+        probed = [row for row in results["reconstruction"] if "char_none" in row]
+        if probed:
+            text += (
+                "\nInk patches whose character a linear probe (fitted on uncompressed stage-0 "
+                "features of training pages) still names after the tokens are unmerged onto the "
+                "grid: what each compressor keeps of the text (none = no compression):\n\n"
+                "| K | input | none | ToMe (features) | ToMe (keys) | avg-pool |\n"
+                "|---|---|---|---|---|---|\n"
+            )
+            for row in probed:
+                text += (
+                    f"| {row['num_tokens']} | {row['resolution']} px | {100 * row['char_none']:.1f} | "
+                    f"{100 * row['char_tome']:.1f} | {100 * row['char_tome_keys']:.1f} | "
+                    f"{100 * row['char_avgpool']:.1f} |\n"
+                )
     return text
 
 
@@ -164,12 +179,38 @@ def seeds_table(summary: Mapping[str, Any]) -> str:
             lines.append(
                 f"| {_setting(entry['cell'])}{_blind(entry)} | {entry['visual_tokens']} | {values} |"
             )
+    rows = summary.get("reconstruction") or {}
+    if rows:
+        lines += [
+            "",
+            "The stage-0 features over seeds (mean ± sd): reconstruction error (normalised MSE) "
+            "and, on dense pages, the ink patches a linear probe still reads after unmerging (%):\n",
+            "| K @ input | measure | none | ToMe (features) | ToMe (keys) | avg-pool |",
+            "|---|---|---|---|---|---|",
+        ]
+        for where, measures in rows.items():
+            for label, prefix, scale in (
+                ("reconstruction error", "", 1.0),
+                ("characters read", "char_", 100.0),
+            ):
+                cells = [
+                    measures.get(f"{prefix}{m}") for m in ("none", "tome", "tome_keys", "avgpool")
+                ]
+                if all(c is None for c in cells[1:]):
+                    continue
+                shown = [
+                    "-"
+                    if c is None
+                    else _pm(scale * c["mean"], scale * c["sd"], digits=3 if scale == 1.0 else 1)
+                    for c in cells
+                ]
+                lines.append(f"| {where} | {label} | " + " | ".join(shown) + " |")
     return "\n".join(lines) + "\n"
 
 
-def _pm(mean: float, spread: float, sign: bool = False) -> str:
-    text = "n/a" if math.isnan(mean) else f"{mean:+.1f}" if sign else f"{mean:.1f}"
-    return text if math.isnan(spread) else f"{text} ± {spread:.1f}"
+def _pm(mean: float, spread: float, sign: bool = False, digits: int = 1) -> str:
+    text = "n/a" if math.isnan(mean) else f"{mean:+.{digits}f}" if sign else f"{mean:.{digits}f}"
+    return text if math.isnan(spread) else f"{text} ± {spread:.{digits}f}"
 
 
 def _blind(entry: Mapping[str, Any]) -> str:

@@ -186,6 +186,7 @@ def run_compare(grid: CompareGrid, echo: Callable[[str], None] = print) -> dict[
         echo("[compare] reconstruction: skipped; train: none has no shared stage-0 encoder")
     elif grid.reconstruction and context is not None:
         extra["reconstruction"] = context.reconstruction()
+        context.merge_picture(out / "merge.png")
     results = {
         "name": grid.name,
         "threads": torch.get_num_threads(),

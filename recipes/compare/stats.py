@@ -84,4 +84,22 @@ def aggregate(per_seed: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
             tome = [scores(by_key[partner][s]["metrics"])[title] for s in both]
             mean, se = paired_difference(mine, tome)
             entry["vs_tome"][title] = {"mean": mean, "se": se, "n": len(both)}
-    return {"seeds": seeds, "cells": cells}
+    return {"seeds": seeds, "cells": cells, "reconstruction": _reconstruction(per_seed)}
+
+
+def _reconstruction(per_seed: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
+    """Per "K@size": each numeric measure of the seeds' reconstruction rows, mean ± sd."""
+    values: dict[str, dict[str, list[float]]] = {}
+    for results in per_seed.values():
+        for row in results.get("reconstruction") or []:
+            where = f"{row['num_tokens']} @ {row['resolution']} px"
+            for name, value in row.items():
+                if name not in ("num_tokens", "resolution", "grid") and isinstance(value, float):
+                    values.setdefault(where, {}).setdefault(name, []).append(value)
+    out: dict[str, Any] = {}
+    for where, measures in values.items():
+        out[where] = {}
+        for name, vals in measures.items():
+            mean, sd = mean_sd(vals)
+            out[where][name] = {"mean": mean, "sd": sd, "n": len(vals)}
+    return out

@@ -1,0 +1,47 @@
+"""What a compressor keeps of the text, read from the features themselves: a linear probe.
+
+A linear head is fitted on the stage-0 encoder's UNcompressed patch features of training
+pages to name each patch's character (``vlm.data.synthdoc_dense.dense_targets``); then each
+compressor's tokens are unmerged back onto the grid (every patch gets its token's feature)
+and the same head reads them on eval pages. The accuracy on patches that carry ink says how
+much of the local text survives K tokens: what merging keeps that pooling smears.
+
+    >>> probe = fit_char_probe(train_grids, train_labels)          # [N, h, w, C], [N, h, w]
+    >>> char_accuracy(probe, unmerge(compress(grids, "avgpool", 16)).view_as(grids), labels)
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from vlm.data.synthdoc_dense import BACKGROUND, CHAR_CLASSES
+
+
+def fit_char_probe(grids: Tensor, labels: Tensor, *, steps: int = 300, seed: int = 0) -> nn.Module:
+    """LayerNorm + Linear fitted (full batch, AdamW) on features [N, h, w, C] -> labels
+    [N, h, w] (class ids of ``CHAR_CLASSES``), background down-weighted as in stage 0."""
+    features, targets = grids.reshape(-1, grids.shape[-1]).float(), labels.reshape(-1)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        probe = nn.Sequential(
+            nn.LayerNorm(features.shape[1]), nn.Linear(features.shape[1], len(CHAR_CLASSES))
+        )
+    weight = torch.ones(len(CHAR_CLASSES))
+    weight[BACKGROUND] = 0.2
+    optim = torch.optim.AdamW(probe.parameters(), lr=1e-2)
+    for _ in range(steps):
+        loss = nn.functional.cross_entropy(probe(features), targets, weight=weight)
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        optim.step()
+    return probe.eval()
+
+
+@torch.no_grad()
+def char_accuracy(probe: nn.Module, grids: Tensor, labels: Tensor) -> float:
+    """Share of ink patches (label != background) whose character the probe names, from
+    features [N, h, w, C] (a compressor's unmerged tokens, or the grid itself)."""
+    ink = labels != BACKGROUND
+    predicted = probe(grids.float()).argmax(-1)
+    return float((predicted[ink] == labels[ink]).float().mean()) if ink.any() else float("nan")
