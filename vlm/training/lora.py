@@ -33,6 +33,13 @@ from .recipe import LoraSpec
 BASE_DIR = "base"
 
 
+def is_peft_model(model: Any) -> bool:
+    """The model is wrapped by PEFT (a LoRA stage)."""
+    from peft import PeftModel
+
+    return isinstance(model, PeftModel)
+
+
 def uses_lora(plans: dict[str, ModulePlan]) -> bool:
     return any(plan.mode == "lora" for plan in plans.values())
 

@@ -13,7 +13,9 @@ points, valid only with their own complete.json (``vlm.training.checkpoints``).
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +36,21 @@ from .checkpoints import (
     write_marker,
 )
 from .loading import build_model
-from .lora import apply_lora, lora_base, quantization_kwargs, save_base, uses_lora
+from .lora import (
+    apply_lora,
+    is_peft_model,
+    lora_base,
+    quantization_kwargs,
+    save_base,
+    uses_lora,
+)
 from .modules import apply_freeze, modules_table, plan_modules
 from .recipe import Recipe, TrainSpec, dump_recipe
 from .report import loss_plot
+from .resume import check_adapter_restored, load_model_weights
 from .trainer import RunInfoCallback, StopAtStepCallback, VLMTrainer
+
+TRAINER_STATE = "trainer_state.json"
 
 # TrainingArguments this module sets itself; training_arguments may not set them again
 _OWN_ARGS = {f.name for f in dataclasses.fields(TrainSpec)} | {
@@ -91,6 +103,10 @@ def train(recipe: Recipe) -> Path:
             (output_dir / MARKER).unlink(missing_ok=True)  # the stage is unfinished again
             discard_newer(output_dir, checkpoint)
             print(f"[radio-vlm] resuming from {checkpoint}", flush=True)
+    if checkpoint is not None and is_last_step(checkpoint):
+        # the run was killed during its final save: every step is done, so no step is run
+        # again (the Trainer would train one more at learning rate 0); only the save is redone
+        return finish_from(checkpoint, model, processor, output_dir, recipe.stage, main)
     table = modules_table(model, plans, recipe.stage)
     if main:
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -150,6 +166,37 @@ def train(recipe: Recipe) -> Path:
     if main:
         write_marker(output_dir, "stage", trainer.state.global_step, recursive=False)
         print(f"[radio-vlm] stage {recipe.stage!r} finished: model + processor in {output_dir}")
+    return output_dir
+
+
+def is_last_step(checkpoint: Path) -> bool:
+    """The checkpoint was saved after the stage's last step (global_step >= max_steps)."""
+    state = json.loads((checkpoint / TRAINER_STATE).read_text(encoding="utf-8"))
+    return state.get("max_steps", 0) > 0 and state["global_step"] >= state["max_steps"]
+
+
+def finish_from(
+    checkpoint: Path, model: Any, processor: Any, output_dir: Path, stage: str, main: bool
+) -> Path:
+    """The stage's final save from its last checkpoint: its weights loaded strictly (a
+    plain model through ``from_pretrained``'s path, a PEFT adapter through PEFT's), saved
+    with the processor and the loss log, and the stage marked finished."""
+    if is_peft_model(model):
+        model.load_adapter(str(checkpoint), "default", is_trainable=True)
+        check_adapter_restored(model, checkpoint)
+    else:
+        load_model_weights(model, checkpoint)
+    if main:
+        model.save_pretrained(output_dir)
+        processor.save_pretrained(output_dir)
+        shutil.copyfile(checkpoint / TRAINER_STATE, output_dir / TRAINER_STATE)
+        step = json.loads((checkpoint / TRAINER_STATE).read_text(encoding="utf-8"))["global_step"]
+        write_marker(output_dir, "stage", step, recursive=False)
+        print(
+            f"[radio-vlm] stage {stage!r} finished from {checkpoint.name} (its last step; the "
+            f"final save had not completed): model + processor in {output_dir}",
+            flush=True,
+        )
     return output_dir
 
 

@@ -34,6 +34,7 @@ import torch
 from transformers import PreTrainedModel, Trainer, TrainerCallback
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
+from .lora import is_peft_model
 from .modules import ModulePlan, param_groups
 from .resume import check_adapter_restored, load_model_weights
 
@@ -108,7 +109,7 @@ class VLMTrainer(Trainer):
         target = self.model if model is None else model
         if self.is_fsdp_enabled or not isinstance(target, PreTrainedModel):
             super()._load_from_checkpoint(resume_from_checkpoint, model)  # PEFT, FSDP
-            if not self.is_fsdp_enabled and _is_peft(target):
+            if not self.is_fsdp_enabled and is_peft_model(target):
                 check_adapter_restored(target, resume_from_checkpoint)
             return
         load_model_weights(target, resume_from_checkpoint)
@@ -139,12 +140,6 @@ class StopAtStepCallback(TrainerCallback):
         if state.global_step >= self.step:
             control.should_save = True
             control.should_training_stop = True
-
-
-def _is_peft(model: Any) -> bool:
-    from peft import PeftModel
-
-    return isinstance(model, PeftModel)
 
 
 def _offloads_optimizer(trainer: Trainer) -> bool:

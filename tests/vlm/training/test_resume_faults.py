@@ -78,3 +78,21 @@ def test_skip_drops_the_step_counts_it_and_goes_on(tmp_path, nan_at_step_4, caps
     logged = json.loads((out / "trainer_state.json").read_text())["log_history"]
     assert any(h.get("nonfinite_skipped_steps") == 1 for h in logged)
     assert all(torch.isfinite(v).all() for v in final.values())
+
+
+def test_a_kill_during_the_final_save_redoes_only_the_save(tmp_path, capsys):
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    steps = [*SFT, "train.max_steps=4"]
+    train(tiny_recipe("stage1_align", full, *steps))
+    train(tiny_recipe("stage1_align", killed, *steps))
+    for name in (MARKER, "model.safetensors", "trainer_state.json"):  # the save that was cut
+        (killed / name).unlink()
+    capsys.readouterr()
+    train(tiny_recipe("stage1_align", killed, *steps, "train.resume=auto"))
+    assert "finished from checkpoint-4 (its last step" in capsys.readouterr().out
+    assert (killed / MARKER).is_file()
+    assert sorted(losses(killed)) == [1, 2, 3, 4]  # no fifth step at learning rate 0
+    assert losses(killed) == losses(full)
+    final, expected = (load_file(d / "model.safetensors") for d in (killed, full))
+    assert set(final) == set(expected)
+    assert [k for k in final if not torch.equal(final[k], expected[k])] == []
