@@ -54,7 +54,7 @@ def resolve_image_path(value: str | os.PathLike, root: str | Path) -> Path:
         raise SkipSample(
             "path_escapes_root",
             f"{os.fspath(value)!r} is a symlink (or under one) leading outside {root_path}, "
-            f"to {real}",
+            f"to {real}; set data.image_root to a folder that holds the real files",
         )
     return Path(path)
 
