@@ -36,12 +36,11 @@ ToMe with its standard error; ``recipes.compare.stats``) and ``seeds.png`` (erro
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import itertools
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,6 +52,7 @@ from tqdm.auto import tqdm
 from recipes.quickstart.model import TinySettings
 from recipes.quickstart.training import Schedule
 from recipes.threads import set_threads
+from vlm.schema import STRICT, from_dict
 
 SUMMARY = (
     "run a grid of encoders x compressors x token budgets (x resolutions): train tiny models "
@@ -70,6 +70,8 @@ class Cell:
     (``blockwise_tome=K``) instead of once at the output. blind: trained and evaluated on
     blank pages (the image-blind lower bound). model: an already trained model folder to
     evaluate (train: none). compressor "none" keeps every patch (num_tokens is ignored)."""
+
+    __pydantic_config__ = STRICT
 
     encoder: str = "tiny"
     compressor: str = "tome"
@@ -94,6 +96,8 @@ class Cell:
 
 @dataclass
 class CompareGrid:
+    __pydantic_config__ = STRICT
+
     name: str = "compare"
     out: str | None = None
     seed: int = 0
@@ -123,8 +127,8 @@ class CompareGrid:
                 f"compare: unknown eval keys {unknown}; known: tasks, limit, batch_size"
             )
         # the training seed follows the grid's unless the schedule names its own
-        self.schedule_obj = _build(Schedule, {"seed": self.seed, **self.schedule}, "schedule")
-        self.settings_obj = _build(TinySettings, self.settings, "settings")
+        self.schedule_obj = from_dict(Schedule, {"seed": self.seed, **self.schedule}, "schedule")
+        self.settings_obj = from_dict(TinySettings, dict(self.settings), "settings")
 
     def expand(self) -> list[Cell]:
         """The grid's product, then the explicit cells; duplicates dropped, order kept."""
@@ -137,7 +141,7 @@ class CompareGrid:
             g.get("blockwise", [False]),
         )
         cells = [Cell(e, c, k, r, b) for e, c, k, r, b in product] if g else []
-        cells += [_build(Cell, extra, "cells[]") for extra in self.cells]
+        cells += [from_dict(Cell, dict(extra), f"cells[{i}]") for i, extra in enumerate(self.cells)]
         unique: dict[str, Cell] = {}  # by key: "none" at several K is one cell
         for cell in cells:
             unique.setdefault(cell.key, cell)
@@ -151,8 +155,8 @@ def load_grid(path: str | Path, **overrides: Any) -> CompareGrid:
         raise FileNotFoundError(f"compare grid {path} does not exist; see recipes/compare/")
     data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     data.setdefault("name", path.stem)
-    return _build(
-        CompareGrid, {**data, **{k: v for k, v in overrides.items() if v is not None}}, str(path)
+    return from_dict(
+        CompareGrid, {**data, **{k: v for k, v in overrides.items() if v is not None}}, ""
     )
 
 
@@ -235,17 +239,6 @@ def _check_setup(grid: CompareGrid, out: Path) -> None:
             )
     else:
         path.write_text(json.dumps(setup, indent=2) + "\n", encoding="utf-8")
-
-
-def _build(cls: type, data: Mapping[str, Any] | None, where: str) -> Any:
-    data = dict(data or {})
-    known = [f.name for f in dataclasses.fields(cls)]
-    if unknown := sorted(set(data) - set(known)):
-        raise ValueError(f"unknown key(s) {unknown} in {where}; known keys: {known}")
-    for name in ("steps", "lr", "vocabulary", "font_scale", "warmup_sizes", "levels"):
-        if isinstance(data.get(name), list):
-            data[name] = tuple(data[name])
-    return cls(**copy.deepcopy(data))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

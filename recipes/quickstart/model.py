@@ -24,6 +24,7 @@ from token_merge import BUDGETED_METHODS, METHODS, TokenCompressor, unshuffle_sc
 from vlm.build import build_vlm
 from vlm.modeling import VisionLanguageModel
 from vlm.processing import VLMProcessor
+from vlm.schema import STRICT
 
 # 20 synthdoc words that the tiny BPE tokenizer (vlm.tiny.tiny_tokenizer) spells in one or
 # two tokens, so an answer is at most two generated tokens + end of turn.
@@ -43,6 +44,8 @@ class TinySettings:
     num_tokens: visual tokens per image (K) for every compressor of the comparison
         (unshuffle's scale is derived: grid side / sqrt(K)).
     """
+
+    __pydantic_config__ = STRICT
 
     image_size: int = 64
     patch_size: int = 8

@@ -16,7 +16,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from PIL import Image
@@ -24,6 +24,7 @@ from PIL import Image
 from recipes.quickstart.model import TinyParts, TinySettings, assemble
 from vlm.data import SynthDocConfig, generate_records, to_messages, write_llava
 from vlm.evaluation.export import write_lmms_eval
+from vlm.schema import STRICT
 
 STAGES = ("align", "pretrain", "sft")
 
@@ -32,9 +33,11 @@ STAGES = ("align", "pretrain", "sft")
 class Schedule:
     """Steps and learning rates of stage 0 and the three stages (one recipe each)."""
 
+    __pydantic_config__ = STRICT
+
     warmup_steps: int = 800
     warmup_lr: float = 2e-3
-    warmup_objective: str = "mean"  # "mean" (one-word pages) | "dense" (per patch): stage0.py
+    warmup_objective: Literal["mean", "dense"] = "mean"  # one-word pages | per patch: stage0.py
     # input sizes (px) stage 0 alternates between, RADIO-style multi-resolution training;
     # empty: the data's image size only
     warmup_sizes: tuple[int, ...] = ()
