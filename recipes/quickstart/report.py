@@ -103,7 +103,7 @@ def report_text(results: Mapping[str, Any]) -> str:
 A tiny RADIO-architecture encoder ({settings["encoder_depth"]} layers, width {settings["encoder_hidden"]}, patch {settings["patch_size"]}, {settings["image_size"]} px pages),
 an output-level token compressor at **{settings["num_tokens"]} visual tokens per image**, an MLP projector and a tiny Qwen2
 LLM ({settings["llm_layers"]} layers, width {settings["llm_hidden"]}, locally trained BPE tokenizer) learn to read synthetic documents
-(synthdoc, easy level, {len(settings["vocabulary"])}-word vocabulary) on the CPU. Scores are lmms-eval's own metrics on the
+(synthdoc, easy level, {len(settings["vocabulary"] or ())}-word vocabulary) on the CPU. Scores are lmms-eval's own metrics on the
 offline tasks textvqa_val_local / docvqa_val_local / ocrbench_local ({options["num_eval"]} held-out pages).{gap}
 
 ## Results at an equal visual-token budget
@@ -113,6 +113,11 @@ offline tasks textvqa_val_local / docvqa_val_local / ocrbench_local ({options["n
 
 The image-blind row is the same ToMe model trained and evaluated on blank pages: what the LLM
 guesses from the question alone.{none}
+
+On these one-word pages the compressors tie: any 16-token summary of a page keeps its one large
+word (a negative control for the method). Where what a compressor keeps matters (several small
+items on a mostly blank page, a per-patch stage 0 that keeps the features local) is the dense
+world: `radio-vlm compare recipes/compare/dense_world.yaml --seeds 0,1,2` (see the README).
 
 ## How it was trained
 
