@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from importlib.metadata import PackageNotFoundError, version
 
-from recipes import encoder_analysis, merge_demo
+from recipes import chat, encoder_analysis, merge_demo
 from recipes.compare import runner as compare
 from recipes.quickstart import runner as quickstart
 from vlm.evaluation import cli as eval_cli
@@ -35,6 +35,7 @@ SUBCOMMANDS = {
     "export-eval-data": (eval_data_cli, eval_data_cli.SUMMARY),
     "quickstart": (quickstart, quickstart.SUMMARY),
     "compare": (compare, compare.SUMMARY),
+    "chat": (chat, chat.SUMMARY),
 }
 
 
