@@ -12,41 +12,17 @@ import torch
 from PIL import Image
 
 import vlm
-from encoder.tiny import write_tiny_radio
 from recipes.chat_model import load_chat_model
 from recipes.cli import main
-from recipes.merge_demo import render_page
 from vlm.chat_session import ChatSession
 from vlm.modeling import VisionLanguageModel
-from vlm.tiny import tiny_llm, tiny_tokenizer
-from vlm.training.checkpoints import write_marker
 
-K = 4  # visual tokens per image of the tiny model (64 px pages, 8x8 patches of 8 px)
+K = 4  # visual tokens per image of conftest's chat_model_dir
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    """A tiny random VLM saved as a finished stage (complete.json: loads via load_stage)."""
-    root = tmp_path_factory.mktemp("chat_model")
-    radio = write_tiny_radio(root / "radio", patch_size=8, preferred_resolution=64)
-    tokenizer = tiny_tokenizer("chatml")
-    llm = tiny_llm("qwen2", vocab_size=len(tokenizer) + 3, seed=1)
-    model, processor = vlm.build_vlm(radio, llm, tokenizer=tokenizer, num_tokens=K)
-    folder = root / "model"
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    write_marker(folder, "stage", 0, recursive=False)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def pages(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pages")
-    paths = []
-    for seed in (0, 1):
-        paths.append(root / f"page{seed}.png")
-        render_page(128, seed).save(paths[-1])
-    return paths
+@pytest.fixture
+def model_dir(chat_model_dir):
+    return chat_model_dir
 
 
 @pytest.fixture
