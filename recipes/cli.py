@@ -12,6 +12,7 @@ from importlib.metadata import PackageNotFoundError, version
 from recipes import chat, encoder_analysis, merge_demo
 from recipes.compare import runner as compare
 from recipes.quickstart import runner as quickstart
+from recipes.ui import cli as ui
 from vlm.evaluation import cli as eval_cli
 from vlm.evaluation import export_cli as eval_data_cli
 from vlm.training import cli as train_cli
@@ -36,6 +37,7 @@ SUBCOMMANDS = {
     "quickstart": (quickstart, quickstart.SUMMARY),
     "compare": (compare, compare.SUMMARY),
     "chat": (chat, chat.SUMMARY),
+    "ui": (ui, ui.SUMMARY),
 }
 
 
