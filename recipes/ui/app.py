@@ -62,11 +62,12 @@ def build_app(
     override) is shown under the title, ``samples`` are (page image, question) to pick from."""
     sessions = Sessions(model, processor, max_new_tokens=max_new_tokens)
     compressor = processor.compressor
-    budget = compressor.num_tokens or "its"
-    side = processor.image_processor.resolution // processor.patch_size
+    resolution = processor.image_processor.resolution
+    side = resolution // processor.patch_size
+    budget = processor.num_image_tokens(resolution, resolution)  # a square page's cost
     with gr.Blocks(title="radio-vlm", analytics_enabled=False) as app:
         gr.Markdown(
-            f"### radio-vlm · `{name}`\nThe model reads each page as **{budget} visual "
+            f"### radio-vlm · `{name}`\nThe model reads a square page as **{budget} visual "
             f"tokens** ({TITLES.get(compressor.method, compressor.method)}). The slider redraws "
             "the maps on the right at another budget K; the model keeps answering with its own."
             + (f"\n\n**{warning}**" if warning else "")
@@ -85,6 +86,7 @@ def build_app(
                 with gr.Row():
                     question = gr.Textbox(
                         placeholder="Ask about the page, then press Enter",
+                        label="Question",  # the examples' column title
                         show_label=False,
                         scale=4,
                         elem_id="question",
@@ -93,7 +95,7 @@ def build_app(
                 restart = gr.Button("New conversation", size="sm", elem_id="restart")
                 if samples:
                     gr.Examples(
-                        [[_as_file(image, i), text] for i, (image, text) in enumerate(samples)],
+                        _sample_files(samples),
                         inputs=[page, question],
                         label="Or pick a page (held-out synthdoc pages and their questions)",
                     )
@@ -219,15 +221,13 @@ def _message(role: str, content: str) -> dict[str, str]:
     return {"role": role, "content": content}
 
 
-_SAMPLE_DIR: list[Path] = []
-
-
-def _as_file(image: Any, index: int) -> str:
-    """Examples are served as files: write a sample page to a temporary folder."""
-    if isinstance(image, (str, Path)):
-        return str(image)
-    if not _SAMPLE_DIR:
-        _SAMPLE_DIR.append(Path(tempfile.mkdtemp(prefix="radio-vlm-ui-")))
-    path = _SAMPLE_DIR[0] / f"page{index}.png"
-    image.save(path)
-    return str(path)
+def _sample_files(samples: list[tuple[Any, str]]) -> list[list[str]]:
+    """Examples are served as files: the sample pages written to a temporary folder."""
+    folder = Path(tempfile.mkdtemp(prefix="radio-vlm-ui-"))
+    rows = []
+    for i, (image, question) in enumerate(samples):
+        if not isinstance(image, (str, Path)):
+            image.save(folder / f"page{i}.png")
+            image = folder / f"page{i}.png"
+        rows.append([str(image), question])
+    return rows

@@ -1,7 +1,8 @@
 """`radio-vlm ui` in a real browser: the server runs as a subprocess on a free loopback port,
 headless Chromium (Debian's chromium + chromium-driver, driven by selenium) uploads a page,
 asks a question, and the answer, the merge maps and the error table must appear; moving the
-K slider must redraw them. Chromium may reach 127.0.0.1 only (--host-resolver-rules), so the
+K slider must redraw them; picking a sample page must start over with it and its question.
+Chromium may reach 127.0.0.1 only (--host-resolver-rules), so the
 page provably needs nothing from the internet.
 
 A screenshot is saved in the test's folder; to refresh the README's, after `make demo`:
@@ -117,7 +118,7 @@ def test_upload_a_page_ask_and_see_the_answer_and_the_merge_maps(server, browser
         imgs = browser.find_elements(By.CSS_SELECTOR, f"#{elem_id} img")
         return any((img.get_attribute("src") or "").strip() for img in imgs)
 
-    page_image, question = sample_pages(64, count=1)[0]  # a held-out demo page
+    page_image, question = sample_pages(64, count=1)[0]  # a held-out demo page, uploaded
     page_file = tmp_path / "page.png"
     page_image.save(page_file)
     started = time.monotonic()
@@ -156,6 +157,15 @@ def test_upload_a_page_ask_and_see_the_answer_and_the_merge_maps(server, browser
     wait(lambda d: text("#errors") != budget and tokens_per_method(text("#errors"))["ToMe"] == 8)
     wait(lambda d: text("#map-tome label") == "ToMe: 8 tokens")
     assert text("#map-avgpool label") == "avg-pool: 8 tokens"
+
+    # picking a sample page starts over with that page and its question
+    before = browser.find_element(By.CSS_SELECTOR, "#map-tome img").get_attribute("src")
+    _, sample_question = sample_pages(64, count=2)[1]
+    browser.find_element(By.CSS_SELECTOR, '[data-testid="dataset-cell-1-0"]').click()
+    box = browser.find_element(By.CSS_SELECTOR, "#question textarea")
+    wait(lambda d: box.get_attribute("value") == sample_question)
+    wait(lambda d: d.find_element(By.CSS_SELECTOR, "#map-tome img").get_attribute("src") != before)
+    wait(lambda d: not text(bot))  # a new page, a new conversation
     elapsed = time.monotonic() - started
     print(f"answer {answer!r}; browser steps took {elapsed:.1f} s")
 
