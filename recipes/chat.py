@@ -125,6 +125,8 @@ def add_image(session: Any, path: str | Path, image: Any = None) -> None:
     what it costs."""
     try:
         info = session.add_image(read_image(path) if image is None else image)
+    except ChatInputError:
+        raise
     except ValueError as err:  # a budget K the image's patch grid cannot give
         raise ChatInputError(f"cannot use {path}: {one_line(err)}") from err
     h, w = info.processed_size

@@ -24,8 +24,9 @@ DEMO_MODEL = Path("runs/quickstart/runs/tome/stage3_sft")
 MODEL_FILES = ("config.json", "processor_config.json")
 
 
-class ChatInputError(Exception):
-    """Bad input from the user (a path, an option); the message is one line naming the fix."""
+class ChatInputError(ValueError):
+    """Bad input from the user (a path, an option); the message is one line naming the fix.
+    A ValueError, as the other subcommands' user errors are."""
 
 
 def load_chat_model(
