@@ -9,9 +9,10 @@ from __future__ import annotations
 import argparse
 from importlib.metadata import PackageNotFoundError, version
 
-from recipes import encoder_analysis, merge_demo
+from recipes import chat, encoder_analysis, merge_demo
 from recipes.compare import runner as compare
 from recipes.quickstart import runner as quickstart
+from recipes.ui import cli as ui
 from vlm.cli_errors import add_debug_flag, run_reporting_errors
 from vlm.evaluation import cli as eval_cli
 from vlm.evaluation import export_cli as eval_data_cli
@@ -36,6 +37,8 @@ SUBCOMMANDS = {
     "export-eval-data": (eval_data_cli, eval_data_cli.SUMMARY),
     "quickstart": (quickstart, quickstart.SUMMARY),
     "compare": (compare, compare.SUMMARY),
+    "chat": (chat, chat.SUMMARY),
+    "ui": (ui, ui.SUMMARY),
 }
 
 
