@@ -49,10 +49,9 @@ def build_model(
         raise RecipeError("loader options (QLoRA) need model.init_from: a saved stage to load")
     else:
         model, processor = _build(spec, seed, dtype)
-    if spec.resolution is not None:
-        processor.image_processor = dataclasses.replace(
-            processor.image_processor, resolution=spec.resolution
-        )
+    settings = {"resolution": spec.resolution, "max_pixels": spec.max_image_pixels}
+    if changes := {k: v for k, v in settings.items() if v is not None}:  # saved with the model
+        processor.image_processor = dataclasses.replace(processor.image_processor, **changes)
     return model, processor
 
 

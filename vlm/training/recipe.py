@@ -78,6 +78,9 @@ class ModelSpec:
              (the random test RADIO of ``vlm.tiny``).
     llm:     a causal-LM hub id or folder, or "tiny" / "tiny:llama" (``vlm.tiny``).
     resolution: longest image side the processor resizes to (None: the encoder's preferred).
+    max_image_pixels: larger images are refused (training: a counted image_too_large skip;
+             inference and eval: an error), checked from the file header before decoding;
+             None keeps the processor's limit (64 Mpx by default). Saved with the model.
     compressor / num_tokens / compressor_options: the token merger and its budget K.
     projector: ``VLMConfig.projector`` settings (layer_norm, hidden_size, act).
     feature_layers: encoder layers whose features are used (None: the last).
@@ -87,7 +90,7 @@ class ModelSpec:
     attn_implementation: attention kernels of the LLM and the vision tower ("sdpa",
            "flash_attention_2", "eager"); None: transformers' default (sdpa where supported).
     init_from: a finished earlier stage's output_dir (plain or LoRA); the model and processor
-           are loaded from it, so only resolution, dtype and attn_implementation may be given
+           are loaded from it, so only resolution, max_image_pixels, dtype and attn_implementation may be given
            with it.
     """
 
@@ -96,6 +99,7 @@ class ModelSpec:
     encoder: str | None = None
     llm: str | None = None
     resolution: PositiveInt | None = None
+    max_image_pixels: PositiveInt | None = None
     compressor: Literal["tome", "unshuffle", "avgpool", "none"] = "tome"
     num_tokens: PositiveInt | None = 256
     compressor_options: dict[str, Any] = field(default_factory=dict)

@@ -67,3 +67,16 @@ def test_every_problem_is_reported_at_once():
         recipe_from_dict(MINIMAL, ["train.max_steps=0", "train.save_steps=0", "data.seed=-1"])
     text = str(err.value)
     assert "train.max_steps" in text and "train.save_steps" in text and "data.seed" in text
+
+
+def test_max_image_pixels_reaches_the_processor_and_is_saved(tmp_path):
+    from vlm.processing import VLMProcessor
+    from vlm.training import build_model
+
+    recipe = recipe_from_dict(MINIMAL, ["model.max_image_pixels=5000"])
+    _, processor = build_model(recipe.model, seed=0)
+    assert processor.image_processor.max_pixels == 5000
+    processor.save_pretrained(tmp_path)
+    assert VLMProcessor.from_pretrained(tmp_path).image_processor.max_pixels == 5000
+    with pytest.raises(RecipeError, match=r"model.max_image_pixels must be >= 1; got 0"):
+        recipe_from_dict(MINIMAL, ["model.max_image_pixels=0"])
