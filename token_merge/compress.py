@@ -22,8 +22,8 @@ from .matching import (
     TomePlan,
     bipartite_soft_matching,
     merge_tokens,
+    plan_destinations,
     plan_tome,
-    strided_destinations,
 )
 from .matching import unmerge as unmerge_assignment
 
@@ -76,8 +76,9 @@ def compress(
     num_tokens: K. Required for ``tome`` and ``avgpool``; for ``unshuffle`` it picks the
         smallest s with ceil(h/s)*ceil(w/s) <= K when ``scale`` is not given; for ``none`` it
         must be h*w or None.
-    stride:   ``tome`` window (sy, sx); default: chosen so that the number of windows D is
-        the largest D <= K (``plan_tome``).
+    stride:   ``tome`` whole windows (sy, sx), leftover rows/columns holding sources only
+        (ToMeSD's partition); default (``plan_tome``): whole windows where they tile the grid
+        into exactly K, else an even lattice of D <= K windows at most 2:1 (DESIGN section 4).
     dst:      ``tome`` destination cell per window: "top-left" or "random" (seeded by ``seed``,
         the same cells for every image of the batch).
     metric:   ``tome`` features to match on, [B, h, w, C_m]; default the grid itself.
@@ -170,7 +171,7 @@ def _tome(
             f"got {tuple(metric.shape)}"
         )
     generator = torch.Generator().manual_seed(seed) if dst == "random" else None
-    dst_idx = strided_destinations(h, w, plan.stride, dst == "random", generator)
+    dst_idx = plan_destinations(h, w, plan, dst == "random", generator)
     try:
         assignment = bipartite_soft_matching(metric.reshape(b, h * w, -1), dst_idx, plan.num_merged)
     except ValueError as err:

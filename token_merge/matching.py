@@ -15,6 +15,7 @@ token, or the source token that stayed unmerged), so a merged sequence keeps rea
 from __future__ import annotations
 
 import functools
+import math
 from typing import NamedTuple
 
 import torch
@@ -27,41 +28,93 @@ _EPS = 1e-12
 class TomePlan(NamedTuple):
     """How a strided single-round ToMe reaches K tokens on an h x w grid."""
 
-    stride: tuple[int, int]  # window (sy, sx); one destination per full window
-    num_dst: int  # D = (h // sy) * (w // sx)
+    lattice: tuple[int, int]  # (ky, kx): windows down and across, one destination each
+    num_dst: int  # D = ky * kx <= K
     num_merged: int  # r = N - K source tokens merged away
+    stride: tuple[int, int] | None = None  # whole sy x sx windows (given, or fitting K exactly)
+
+
+MAX_WINDOW_ASPECT = 2.0  # a window taller or wider than this is a strip (DESIGN section 4)
 
 
 @functools.lru_cache(maxsize=4096)
-def choose_stride(h: int, w: int, num_tokens: int) -> tuple[int, int]:
-    """The window (sy, sx) whose count of full windows D = (h//sy)(w//sx) is the largest D <= K.
+def exact_stride(h: int, w: int, num_tokens: int) -> tuple[int, int] | None:
+    """Whole sy x sx windows that tile the grid into exactly K windows with aspect <= 2
+    (the squarest, then the smaller sy), or None. 48x48, K=256 -> (3, 3); 64x64, K=512 ->
+    (2, 4); 48x36, K=256 -> None."""
+    options = [
+        (abs(sy - sx), sy, (sy, sx))
+        for sy in range(1, h + 1)
+        if h % sy == 0
+        for sx in range(1, w + 1)
+        if w % sx == 0
+        and (h // sy) * (w // sx) == num_tokens
+        and max(sy, sx) <= MAX_WINDOW_ASPECT * min(sy, sx)
+    ]
+    return min(options)[2] if options else None
 
-    Ties are broken by (1) the most grid cells covered by full windows, so destinations are
-    spread over the whole image, (2) the squarest window, (3) the smaller sy. Examples:
-    48x48, K=256 -> (3, 3); 48x48, K=196 -> (3, 4); 64x64, K=512 -> (2, 4).
-    """
-    best_key: tuple[int, int, int, int] | None = None
-    best = (h, w)
-    for sy in range(1, h + 1):
-        rows = h // sy
-        for sx in range(1, w + 1):
-            cols = w // sx
-            num_dst = rows * cols
-            if num_dst > num_tokens:
-                continue
-            key = (num_dst, rows * sy * cols * sx, -abs(sy - sx), -sy)
+
+@functools.lru_cache(maxsize=4096)
+def choose_lattice(h: int, w: int, num_tokens: int) -> tuple[int, int]:
+    """The lattice (ky, kx) of even windows: the most windows D = ky*kx <= K whose shape
+    (h/ky x w/kx cells) is at most 2:1, the squarest windows among those, then the smaller ky.
+    Grids too thin for any such lattice (1 x 100) take the squarest windows available."""
+    best_key: tuple[int, float, int] | None = None
+    best = (1, 1)
+    for ky in range(1, h + 1):
+        for kx in range(1, min(w, num_tokens // ky) + 1):
+            skew = abs(math.log((h / ky) / (w / kx)))  # 0: square windows
+            fits = skew <= math.log(MAX_WINDOW_ASPECT) + 1e-9
+            key = (int(fits), ky * kx if fits else -skew, -skew if fits else ky * kx, -ky)
             if best_key is None or key > best_key:
-                best_key, best = key, (sy, sx)
+                best_key, best = key, (ky, kx)
     return best
 
 
 def plan_tome(h: int, w: int, num_tokens: int, stride: tuple[int, int] | None = None) -> TomePlan:
-    """Stride, destination count D and merge count r = N - K for a strided ToMe to K tokens.
+    """Lattice, destination count D and merge count r = N - K for a strided ToMe to K tokens.
 
-    Assumes validated arguments (1 <= K <= h*w); an explicit ``stride`` must satisfy D <= K.
+    Whole windows where they fit K exactly (``exact_stride``); else an even lattice
+    (``choose_lattice``) whose windows differ in size by at most one cell, the way adaptive
+    pooling splits a grid. An explicit ``stride`` keeps plain whole windows, leftover rows and
+    columns holding sources only (ToMeSD's partition). Assumes validated arguments
+    (1 <= K <= h*w); an explicit ``stride`` must give D <= K.
     """
-    sy, sx = stride if stride is not None else choose_stride(h, w, num_tokens)
-    return TomePlan((sy, sx), (h // sy) * (w // sx), h * w - num_tokens)
+    stride = stride if stride is not None else exact_stride(h, w, num_tokens)
+    if stride is not None:
+        sy, sx = stride
+        lattice = (h // sy, w // sx)
+    else:
+        lattice = choose_lattice(h, w, num_tokens)
+    return TomePlan(lattice, lattice[0] * lattice[1], h * w - num_tokens, stride)
+
+
+def plan_destinations(
+    h: int, w: int, plan: TomePlan, random: bool = False, generator: torch.Generator | None = None
+) -> Tensor:
+    """Raster positions [D] (sorted) of the plan's destinations: one per window, its top-left
+    cell or (``random``) a cell drawn per window from ``generator``."""
+    if plan.stride is not None:
+        return strided_destinations(h, w, plan.stride, random, generator)
+    ky, kx = plan.lattice
+    ys, xs = _even_edges(h, ky), _even_edges(w, kx)
+    top, left = ys[:-1], xs[:-1]  # [ky], [kx]
+    if random:
+        heights, widths = (ys[1:] - top)[:, None], (xs[1:] - left)[None, :]
+        cell = torch.rand(ky, kx, generator=generator)
+        off_y = (cell * heights).long().clamp_max(heights - 1)
+        off_x = (torch.rand(ky, kx, generator=generator) * widths).long().clamp_max(widths - 1)
+    else:
+        off_y = off_x = torch.zeros(ky, kx, dtype=torch.long)
+    y = top[:, None] + off_y
+    x = left[None, :] + off_x
+    return (y * w + x).flatten().sort().values
+
+
+def _even_edges(size: int, parts: int) -> Tensor:
+    """[parts + 1] window borders splitting ``size`` cells into ``parts`` near-equal windows
+    (floor(i * size / parts), as adaptive pooling starts its windows)."""
+    return torch.tensor([i * size // parts for i in range(parts + 1)], dtype=torch.long)
 
 
 def strided_destinations(

@@ -9,7 +9,9 @@ from token_merge import (
     bipartite_soft_matching,
     compose,
     compress,
+    exact_stride,
     merge_tokens,
+    plan_destinations,
     plan_tome,
     reconstruction_error,
     strided_destinations,
@@ -84,31 +86,46 @@ def test_conservation_of_mass(h, w, k):
 
 
 @pytest.mark.parametrize(
-    "h,w,k,stride,num_dst,num_merged",
+    "h,w,k,lattice,num_merged,stride",
     [
-        (48, 48, 256, (3, 3), 256, 2048),  # RADIOv2.5-H at 768 px: "ToMe r=2048"
-        (48, 48, 196, (3, 4), 192, 2108),  # "ToMe r=2108" (4 sources stay unmerged)
-        (32, 32, 256, (2, 2), 256, 768),  # 512 px: "ToMe r=768"
-        (64, 64, 256, (4, 4), 256, 3840),  # 1024 px: "ToMe r=3840"
-        (64, 64, 512, (2, 4), 512, 3584),  # "ToMe r=3584" at 512 tokens
-        (27, 27, 9, (9, 9), 9, 720),  # Figure A3: 27x27 -> 9 tokens
+        (48, 48, 256, (16, 16), 2048, (3, 3)),  # RADIOv2.5-H at 768 px: "ToMe r=2048"
+        (48, 48, 196, (14, 14), 2108, None),  # "ToMe r=2108": even windows, D = K
+        (32, 32, 256, (16, 16), 768, (2, 2)),  # 512 px: "ToMe r=768"
+        (64, 64, 256, (16, 16), 3840, (4, 4)),  # 1024 px: "ToMe r=3840"
+        (64, 64, 512, (32, 16), 3584, (2, 4)),  # "ToMe r=3584" at 512 tokens
+        (27, 27, 9, (3, 3), 720, (9, 9)),  # Figure A3: 27x27 -> 9 tokens
+        (48, 36, 256, (16, 16), 1472, None),  # a 4:3 page at 768 px: no more 1x7 strips
     ],
 )
-def test_the_papers_arithmetic(h, w, k, stride, num_dst, num_merged):
-    assert plan_tome(h, w, k) == (stride, num_dst, num_merged)
+def test_the_papers_arithmetic(h, w, k, lattice, num_merged, stride):
+    assert plan_tome(h, w, k) == (lattice, lattice[0] * lattice[1], num_merged, stride)
 
 
-def test_window_choice_is_the_largest_destination_count_within_budget():
-    for h, w in [(7, 9), (10, 3), (48, 48), (5, 17)]:
-        for k in range(1, h * w + 1, 3):
-            _, d, _ = plan_tome(h, w, k)
-            best = max(
-                (h // a) * (w // b)
-                for a in range(1, h + 1)
-                for b in range(1, w + 1)
-                if (h // a) * (w // b) <= k
-            )
-            assert d == best <= k
+GRIDS = [(48, 36, 256), (36, 48, 256), (64, 48, 256), (50, 37, 256), (32, 24, 256)]
+GRIDS += [(64, 64, 196), (32, 32, 196), (24, 32, 16)]
+
+
+@pytest.mark.parametrize(("h", "w", "k"), GRIDS)
+def test_even_windows_are_never_strips_and_nearly_fill_the_budget(h, w, k):
+    plan = plan_tome(h, w, k)
+    ky, kx = plan.lattice
+    aspect = (h / ky) / (w / kx)
+    assert max(aspect, 1 / aspect) <= 2 and 0.8 * k <= plan.num_dst <= k
+    dst = plan_destinations(h, w, plan)
+    assert len(dst) == plan.num_dst and len(set(dst.tolist())) == plan.num_dst
+    # one destination in every window: window sizes differ by at most one cell each way
+    rows, cols = sorted({int(d) // w for d in dst}), sorted({int(d) % w for d in dst})
+    assert len(rows) == ky and len(cols) == kx
+    for edges, size in ((rows, h), (cols, w)):
+        sizes = [b - a for a, b in zip([*edges, size][:-1], [*edges, size][1:], strict=True)]
+        assert max(sizes) - min(sizes) <= 1 and edges[0] == 0
+
+
+def test_whole_windows_are_used_only_where_they_fit_k_exactly():
+    assert exact_stride(48, 48, 256) == (3, 3) and exact_stride(64, 64, 256) == (4, 4)
+    assert exact_stride(48, 36, 256) is None and exact_stride(48, 48, 196) is None
+    assert exact_stride(10, 1, 5) == (2, 1)  # a 2:1 window is still a window
+    assert exact_stride(12, 1, 4) is None  # 3:1 would be a strip
 
 
 # --------------------------------------------------------------------------- ToMeSD semantics
@@ -142,35 +159,39 @@ def reference_tome(x: torch.Tensor, h: int, w: int, stride, r: int):
 
 
 @pytest.mark.parametrize(
-    "h,w,k,noise",
-    [(6, 6, 9, 0.05), (7, 9, 12, 0.05), (10, 13, 20, 0.1), (11, 7, 5, 0.0), (16, 16, 30, 0.02)],
+    "h,w,k,noise,stride",
+    [
+        (6, 6, 9, 0.05, (2, 2)),
+        (7, 9, 12, 0.05, (2, 3)),
+        (10, 13, 20, 0.1, (2, 3)),
+        (11, 7, 5, 0.0, (5, 3)),
+        (16, 16, 30, 0.02, (3, 3)),
+    ],
 )
-def test_single_round_equals_tomesd_reference(h, w, k, noise):
+def test_single_round_equals_tomesd_reference(h, w, k, noise, stride):
     grid = structured_grid(2, h, w, 8, seed=h + w, noise=noise).double()
-    out = compress(grid, "tome", num_tokens=k)
-    plan = plan_tome(h, w, k)
+    out = compress(grid, "tome", num_tokens=k, stride=stride)  # ToMeSD's whole windows
+    plan = plan_tome(h, w, k, stride)
     for b in range(2):
-        recon, merged = reference_tome(
-            grid[b].reshape(h * w, 8), h, w, plan.stride, plan.num_merged
-        )
+        recon, merged = reference_tome(grid[b].reshape(h * w, 8), h, w, stride, plan.num_merged)
         torch.testing.assert_close(out.unmerge()[b], recon, rtol=1e-12, atol=1e-12)
         if noise > 0:  # without ties the merged pairs themselves must agree
             slot = out.assignment[b]
             ours = {
                 s: d
                 for s in range(h * w)
-                for d in [int(x) for x in strided_destinations(h, w, plan.stride)]
+                for d in [int(x) for x in strided_destinations(h, w, stride)]
                 if s != d and slot[s] == slot[d]
             }
             assert ours == merged
 
 
 def test_output_order_follows_raster_position_of_representatives():
-    h, w, k = 11, 9, 30  # D = 25 < K: five sources stay unmerged among the destinations
+    h, w, k = 11, 9, 31  # D = 30 < K (31 is prime): a source stays unmerged among the destinations
     grid = structured_grid(1, h, w, 4)
     out = compress(grid, "tome", num_tokens=k)
     slot = out.assignment[0]
-    dst = set(strided_destinations(h, w, plan_tome(h, w, k).stride).tolist())
+    dst = set(plan_destinations(h, w, plan_tome(h, w, k)).tolist())
     representative = []
     for j in range(k):
         members = (slot == j).nonzero().flatten().tolist()
