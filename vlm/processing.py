@@ -59,6 +59,7 @@ from .processing_batch import (
     images_per_sample,
     is_conversation,
     pad_rows,
+    padded_length,
 )
 
 __all__ = [
@@ -274,13 +275,9 @@ class VLMProcessor:
             padding_side = "left" if add_generation_prompt else self.tokenizer.padding_side
         if padding_side not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right'; got {padding_side!r}")
+        length = padded_length([len(ids) for ids, _ in rows], padding, max_length, return_tensors)
         data = pad_rows(
-            rows,
-            self.tokenizer.pad_token_id,
-            padding,
-            max_length,
-            return_tensors,
-            left=padding_side == "left",
+            rows, self.tokenizer.pad_token_id, length, return_tensors, left=padding_side == "left"
         )
         if pixels:
             sizes = [tuple(p.shape[-2:]) for p in pixels]

@@ -1,6 +1,7 @@
 """What ``VLMProcessor`` does around each sample: normalising the ``images`` / ``text`` /
 ``conversations`` arguments into per-sample lists, enforcing ``max_length`` without cutting an
-image, and padding rows of token ids into one batch."""
+image, and padding rows of token ids into one batch (``pad_rows``: the toolkit's one padding
+helper, also the collator's and the lmms-eval model's)."""
 
 from __future__ import annotations
 
@@ -84,25 +85,33 @@ def fit_max_length(
     return ids[:max_length], None if labels is None else labels[:max_length]
 
 
-def pad_rows(
-    rows: list[Row],
-    pad_id: int | None,
-    padding: bool | str,
-    max_length: int | None,
-    return_tensors: str | None,
-    *,
-    left: bool,
-) -> dict[str, Any]:
-    """Rows -> input_ids, attention_mask (+ labels) of one length: padded with ``pad_id`` (0 in
-    the mask, -100 in the labels) on the left or right; tensors [B, L] or lists."""
-    lengths = [len(ids) for ids, _ in rows]
+def padded_length(
+    lengths: list[int], padding: bool | str, max_length: int | None, return_tensors: str | None
+) -> int | None:
+    """The processor's ``padding`` argument -> the length to pad every row to (None: none)."""
     target = max_length if padding == "max_length" else max(lengths) if padding else None
     if target is None and return_tensors and len(set(lengths)) > 1:
         raise ValueError(
             f"samples have different lengths {lengths} and padding=False; pad them or pass "
             "return_tensors=None for lists"
         )
-    if target is not None and min(lengths) < target and pad_id is None:
+    return target
+
+
+def pad_rows(
+    rows: list[Row],
+    pad_id: int | None,
+    length: int | None,
+    return_tensors: str | None = "pt",
+    *,
+    left: bool,
+) -> dict[str, Any]:
+    """The toolkit's one padding of token rows (processor, collator, lmms-eval scoring).
+
+    Rows -> input_ids, attention_mask (+ labels when the rows have them), each row padded to
+    ``length`` (None: left as it is) with ``pad_id`` (0 in the mask, -100 in the labels) on
+    the left or right; [B, L] int64 tensors, or lists with ``return_tensors=None``."""
+    if length is not None and min(len(ids) for ids, _ in rows) < length and pad_id is None:
         raise ValueError(
             "the tokenizer has no pad token; set tokenizer.pad_token (e.g. to a reserved "
             "special token) before batching samples of different lengths"
@@ -110,7 +119,7 @@ def pad_rows(
     keys = ["input_ids", "attention_mask"] + (["labels"] if rows[0][1] is not None else [])
     data: dict[str, list] = {key: [] for key in keys}
     for ids, labels in rows:
-        n = 0 if target is None else target - len(ids)
+        n = 0 if length is None else length - len(ids)
         for key, values, fill in zip(
             keys, (ids, [1] * len(ids), labels), (pad_id, 0, IGNORE_INDEX), strict=False
         ):
