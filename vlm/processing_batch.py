@@ -1,17 +1,26 @@
 """What ``VLMProcessor`` does around each sample: normalising the ``images`` / ``text`` /
-``conversations`` arguments into per-sample lists, enforcing ``max_length`` without cutting an
+``conversations`` arguments into per-sample lists, expanding each image id into its
+placeholders, enforcing ``max_length`` without cutting an
 image, and padding rows of token ids into one batch (``pad_rows``: the toolkit's one padding
 helper, also the collator's and the lmms-eval model's)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
 from .chat import IGNORE_INDEX
 
 Row = tuple[list[int], "list[int] | None"]  # (input_ids, labels or None) of one sample
+
+
+class ImageTokenIds(NamedTuple):
+    """The ids an image's placeholders are made of: ``start + N x image + end``."""
+
+    image: int
+    start: list[int]  # [] or [image_start_token_id]
+    end: list[int]  # [] or [image_end_token_id]
 
 
 class SampleTooLongError(ValueError):
@@ -51,6 +60,38 @@ def images_per_sample(images: Any, batch_size: int) -> list[list[Any]]:
             "image, a list of images or None) per sample"
         )
     return [[] if x is None else list(x) if isinstance(x, (list, tuple)) else [x] for x in images]
+
+
+def expand_images(
+    ids: list[int],
+    labels: list[int] | None,
+    counts: list[int],
+    b: int,
+    tokenizer: Any,
+    tokens: ImageTokenIds,
+) -> tuple[list[int], list[int] | None, list[tuple[int, int]]]:
+    """Each image id -> [start] + N x image id + [end] (N from ``counts``, in order), labelled
+    -100; also returns the image spans. A start/end token typed in the text is refused."""
+    out_ids: list[int] = []
+    out_labels = None if labels is None else []
+    spans, todo = [], iter(counts)
+    for k, tok in enumerate(ids):
+        if tok in tokens.start or tok in tokens.end:
+            raise ValueError(
+                f"sample {b} contains {tokenizer.decode([tok])!r} in its text; the "
+                "processor puts the image start/end tokens around every image, remove it"
+            )
+        if tok != tokens.image:
+            out_ids.append(tok)
+            if out_labels is not None:
+                out_labels.append(labels[k])
+            continue
+        block = tokens.start + [tok] * next(todo) + tokens.end
+        spans.append((len(out_ids), len(out_ids) + len(block)))
+        out_ids += block
+        if out_labels is not None:
+            out_labels += [IGNORE_INDEX] * len(block)
+    return out_ids, out_labels, spans
 
 
 def fit_max_length(
