@@ -62,9 +62,10 @@ from ..processing import (
     SpecialTokenInTextError,
     VLMProcessor,
 )
+from .hf_sources import HFStreamSource
 from .images import fit_budget, open_image
 from .skips import SkipReport, SkipSample
-from .sources import HFStreamSource, RawSample, Source
+from .sources import RawSample, Source
 
 __all__ = ["SampleEncoder", "VLMDataset", "VLMIterableDataset"]
 
