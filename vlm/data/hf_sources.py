@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,18 +101,13 @@ class _HFRows:
 class HFSource(_HFRows, Source):
     """Rows of a map-style ``datasets.Dataset`` (module docstring)."""
 
-    def __init__(
-        self,
-        dataset: Any,
-        columns: Columns | None = None,
-        image_root: str | Path | None = None,
-        limit: int | None = None,
-    ) -> None:
-        super().__init__(dataset, columns, image_root, limit)
+    @functools.cached_property
+    def _text(self) -> Any:
+        """The text columns alone: no image bytes are read for ``describe``."""
         text_cols = [
             c for c in (self.columns.conversations, self.columns.question, self.columns.answer) if c
         ]
-        self._text = self.dataset.select_columns(text_cols)  # no image bytes read for lengths
+        return self.dataset.select_columns(text_cols)
 
     @staticmethod
     def _first(dataset: Any, limit: int | None) -> Any:
