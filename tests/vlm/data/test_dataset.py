@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import io
 import json
 
 import numpy as np
 import pytest
 import torch
+from image_kit import encoded, exif_rotated_jpeg, noise
 from PIL import Image
 from torch.utils.data import DataLoader
 
@@ -36,23 +36,6 @@ def processor(num_tokens: int = 4) -> VLMProcessor:
         ImageProcessor(patch_size=16, resolution=64, max_resolution=512),
         TokenCompressor("tome", num_tokens=num_tokens),
     )
-
-
-def noise(h: int, w: int, seed: int = 0) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    return Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
-
-
-def encoded(image: Image.Image, fmt: str, **kwargs) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **kwargs)
-    return buffer.getvalue()
-
-
-def exif_rotated_jpeg() -> bytes:
-    exif = Image.Exif()
-    exif[0x0112] = 6  # stored sideways: rotate 90 degrees clockwise to view
-    return encoded(noise(20, 40, 3), "JPEG", exif=exif.tobytes())
 
 
 # id -> (file content, or None for no file | the expected outcome: None = returned, else reason)
