@@ -211,24 +211,6 @@ def test_lengths_estimate_the_real_lengths_without_loading_images(monkeypatch):
     assert sorted(sampler) == list(range(12))
 
 
-def test_data_config_from_yaml_like_dicts():
-    config = DataConfig.from_dict(
-        {"kind": "synthdoc", "num_samples": 5, "seed": 7, "synthdoc": {"image_size": 64}}
-    )
-    assert config.synthdoc.seed == 7 and config.synthdoc.image_size == 64
-    assert config.to_dict()["synthdoc"]["image_size"] == 64
-    with pytest.raises(ValueError, match=r"unknown key 'num_sample' in section 'data' \(did you"):
-        DataConfig.from_dict({"kind": "synthdoc", "num_sample": 5})
-    with pytest.raises(ValueError, match=r"unknown key 'size' in section 'data.synthdoc'"):
-        DataConfig.from_dict({"kind": "synthdoc", "num_samples": 5, "synthdoc": {"size": 64}})
-    with pytest.raises(ValueError, match=r"unknown key 'img' in section 'data.columns'"):
-        DataConfig.from_dict({"kind": "hf", "path": "x", "columns": {"img": "image"}})
-    with pytest.raises(ValueError, match=r"set data\.seed, not data\.synthdoc\.seed"):
-        DataConfig.from_dict({"kind": "synthdoc", "num_samples": 5, "synthdoc": {"seed": 1}})
-    with pytest.raises(ValueError, match=r"needs data\.path"):
-        DataConfig(kind="llava")
-
-
 def test_hf_folders_and_parquet_with_question_answer_columns(tmp_path):
     import datasets
 
