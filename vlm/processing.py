@@ -52,13 +52,16 @@ from .chat import (
     render_chat,
 )
 from .processing_batch import (
+    ImageTokenIds,
     Row,
     SampleTooLongError,
     as_batch,
+    expand_images,
     fit_max_length,
     images_per_sample,
     is_conversation,
     pad_rows,
+    padded_length,
 )
 
 __all__ = [
@@ -121,9 +124,12 @@ class VLMProcessor:
             None if t is None else self._atomic_id(t)
             for t in (image_token, image_start_token, image_end_token)
         )
-        self._start = [] if image_start_token is None else [self.image_start_token_id]
-        self._end = [] if image_end_token is None else [self.image_end_token_id]
-        ours = {self.image_token_id, *self._start, *self._end}
+        self._ids = ImageTokenIds(
+            self.image_token_id,
+            [] if image_start_token is None else [self.image_start_token_id],
+            [] if image_end_token is None else [self.image_end_token_id],
+        )
+        ours = {self.image_token_id, *self._ids.start, *self._ids.end}
         # a reply ends at the first special token after it (image tokens excluded)
         added = {i for i, t in tokenizer.added_tokens_decoder.items() if t.special}
         self._stop_ids = (added | set(tokenizer.all_special_ids)) - ours
@@ -266,7 +272,9 @@ class VLMProcessor:
                 rendered = bos is not None and sample.startswith(bos)
                 ids = self.tokenizer.encode(sample, add_special_tokens=not rendered)
                 labels = None
-            ids, labels, spans = self._expand(ids, labels, [next(counts) for _ in per_sample[b]], b)
+            ids, labels, spans = expand_images(
+                ids, labels, [next(counts) for _ in per_sample[b]], b, self.tokenizer, self._ids
+            )
             rows.append(
                 fit_max_length(ids, labels, spans, b, max_length, truncation, add_generation_prompt)
             )
@@ -274,44 +282,15 @@ class VLMProcessor:
             padding_side = "left" if add_generation_prompt else self.tokenizer.padding_side
         if padding_side not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right'; got {padding_side!r}")
+        length = padded_length([len(ids) for ids, _ in rows], padding, max_length, return_tensors)
         data = pad_rows(
-            rows,
-            self.tokenizer.pad_token_id,
-            padding,
-            max_length,
-            return_tensors,
-            left=padding_side == "left",
+            rows, self.tokenizer.pad_token_id, length, return_tensors, left=padding_side == "left"
         )
         if pixels:
             sizes = [tuple(p.shape[-2:]) for p in pixels]
             data["pixel_values"] = batch_pixels(pixels) if return_tensors else pixels
             data["image_sizes"] = torch.tensor(sizes) if return_tensors else sizes
         return BatchFeature(data)
-
-    def _expand(
-        self, ids: list[int], labels: list[int] | None, counts: list[int], b: int
-    ) -> tuple[list[int], list[int] | None, list[tuple[int, int]]]:
-        """Each image id -> [start] + N x image id + [end]; also returns the image spans."""
-        out_ids: list[int] = []
-        out_labels = None if labels is None else []
-        spans, todo = [], iter(counts)
-        for k, tok in enumerate(ids):
-            if tok in self._start or tok in self._end:
-                raise ValueError(
-                    f"sample {b} contains {self.tokenizer.decode([tok])!r} in its text; the "
-                    "processor puts the image start/end tokens around every image, remove it"
-                )
-            if tok != self.image_token_id:
-                out_ids.append(tok)
-                if out_labels is not None:
-                    out_labels.append(labels[k])
-                continue
-            block = self._start + [tok] * next(todo) + self._end
-            spans.append((len(out_ids), len(out_ids) + len(block)))
-            out_ids += block
-            if out_labels is not None:
-                out_labels += [IGNORE_INDEX] * len(block)
-        return out_ids, out_labels, spans
 
     # ------------------------------------------------------------------ transformers surface
 

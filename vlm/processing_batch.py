@@ -1,16 +1,26 @@
 """What ``VLMProcessor`` does around each sample: normalising the ``images`` / ``text`` /
-``conversations`` arguments into per-sample lists, enforcing ``max_length`` without cutting an
-image, and padding rows of token ids into one batch."""
+``conversations`` arguments into per-sample lists, expanding each image id into its
+placeholders, enforcing ``max_length`` without cutting an
+image, and padding rows of token ids into one batch (``pad_rows``: the toolkit's one padding
+helper, also the collator's and the lmms-eval model's)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
 from .chat import IGNORE_INDEX
 
 Row = tuple[list[int], "list[int] | None"]  # (input_ids, labels or None) of one sample
+
+
+class ImageTokenIds(NamedTuple):
+    """The ids an image's placeholders are made of: ``start + N x image + end``."""
+
+    image: int
+    start: list[int]  # [] or [image_start_token_id]
+    end: list[int]  # [] or [image_end_token_id]
 
 
 class SampleTooLongError(ValueError):
@@ -52,6 +62,38 @@ def images_per_sample(images: Any, batch_size: int) -> list[list[Any]]:
     return [[] if x is None else list(x) if isinstance(x, (list, tuple)) else [x] for x in images]
 
 
+def expand_images(
+    ids: list[int],
+    labels: list[int] | None,
+    counts: list[int],
+    b: int,
+    tokenizer: Any,
+    tokens: ImageTokenIds,
+) -> tuple[list[int], list[int] | None, list[tuple[int, int]]]:
+    """Each image id -> [start] + N x image id + [end] (N from ``counts``, in order), labelled
+    -100; also returns the image spans. A start/end token typed in the text is refused."""
+    out_ids: list[int] = []
+    out_labels = None if labels is None else []
+    spans, todo = [], iter(counts)
+    for k, tok in enumerate(ids):
+        if tok in tokens.start or tok in tokens.end:
+            raise ValueError(
+                f"sample {b} contains {tokenizer.decode([tok])!r} in its text; the "
+                "processor puts the image start/end tokens around every image, remove it"
+            )
+        if tok != tokens.image:
+            out_ids.append(tok)
+            if out_labels is not None:
+                out_labels.append(labels[k])
+            continue
+        block = tokens.start + [tok] * next(todo) + tokens.end
+        spans.append((len(out_ids), len(out_ids) + len(block)))
+        out_ids += block
+        if out_labels is not None:
+            out_labels += [IGNORE_INDEX] * len(block)
+    return out_ids, out_labels, spans
+
+
 def fit_max_length(
     ids: list[int],
     labels: list[int] | None,
@@ -84,25 +126,33 @@ def fit_max_length(
     return ids[:max_length], None if labels is None else labels[:max_length]
 
 
-def pad_rows(
-    rows: list[Row],
-    pad_id: int | None,
-    padding: bool | str,
-    max_length: int | None,
-    return_tensors: str | None,
-    *,
-    left: bool,
-) -> dict[str, Any]:
-    """Rows -> input_ids, attention_mask (+ labels) of one length: padded with ``pad_id`` (0 in
-    the mask, -100 in the labels) on the left or right; tensors [B, L] or lists."""
-    lengths = [len(ids) for ids, _ in rows]
+def padded_length(
+    lengths: list[int], padding: bool | str, max_length: int | None, return_tensors: str | None
+) -> int | None:
+    """The processor's ``padding`` argument -> the length to pad every row to (None: none)."""
     target = max_length if padding == "max_length" else max(lengths) if padding else None
     if target is None and return_tensors and len(set(lengths)) > 1:
         raise ValueError(
             f"samples have different lengths {lengths} and padding=False; pad them or pass "
             "return_tensors=None for lists"
         )
-    if target is not None and min(lengths) < target and pad_id is None:
+    return target
+
+
+def pad_rows(
+    rows: list[Row],
+    pad_id: int | None,
+    length: int | None,
+    return_tensors: str | None = "pt",
+    *,
+    left: bool,
+) -> dict[str, Any]:
+    """The toolkit's one padding of token rows (processor, collator, lmms-eval scoring).
+
+    Rows -> input_ids, attention_mask (+ labels when the rows have them), each row padded to
+    ``length`` (None: left as it is) with ``pad_id`` (0 in the mask, -100 in the labels) on
+    the left or right; [B, L] int64 tensors, or lists with ``return_tensors=None``."""
+    if length is not None and min(len(ids) for ids, _ in rows) < length and pad_id is None:
         raise ValueError(
             "the tokenizer has no pad token; set tokenizer.pad_token (e.g. to a reserved "
             "special token) before batching samples of different lengths"
@@ -110,7 +160,7 @@ def pad_rows(
     keys = ["input_ids", "attention_mask"] + (["labels"] if rows[0][1] is not None else [])
     data: dict[str, list] = {key: [] for key in keys}
     for ids, labels in rows:
-        n = 0 if target is None else target - len(ids)
+        n = 0 if length is None else length - len(ids)
         for key, values, fill in zip(
             keys, (ids, [1] * len(ids), labels), (pad_id, 0, IGNORE_INDEX), strict=False
         ):

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from transformers.models.siglip2.image_processing_siglip2 import convert_image_to_patches
+from tower_helpers import PREFIX, as_grid, images, normalised, reference
 
 from encoder import HFVisionTower, build_encoder, load_tower
 from encoder.blockwise_tome import merge_schedule
@@ -18,15 +18,12 @@ from encoder.blockwise_towers import attention_pool, blockwise_tower_forward, to
 from encoder.tiny import (
     DEPTH,
     FAMILIES,
-    NUM_REGISTERS,
-    ODD_PREPROCESSOR,
     PATCH,
     WIDTH,
     tiny_tower_checkpoint,
 )
 from token_merge import alternating_destinations, bipartite_soft_matching
 
-PREFIX = {"clip": 1, "siglip": 0, "siglip2": 0, "dinov2": 1, "dinov2_reg": 1 + NUM_REGISTERS}
 FIRST_KEYS = {  # the first block's key projection in each transformers model
     "clip": "encoder.layers.0.self_attn.k_proj",
     "siglip": "encoder.layers.0.self_attn.k_proj",
@@ -43,35 +40,6 @@ POSITIONS = {  # position tables (zeroed so that identical patches give identica
 }
 TOL = {"rtol": 0, "atol": 1e-5}
 H, W = 6, 5  # the grid of the merging tests: 30 patches, 3 blocks reach 3 at least
-
-
-def images(*shape: int, seed: int = 0) -> torch.Tensor:
-    return torch.rand(*shape, generator=torch.Generator().manual_seed(seed))
-
-
-def normalised(pixels: torch.Tensor) -> torch.Tensor:
-    mean = torch.tensor(ODD_PREPROCESSOR["image_mean"]).view(1, 3, 1, 1)
-    std = torch.tensor(ODD_PREPROCESSOR["image_std"]).view(1, 3, 1, 1)
-    return (pixels - mean) / std
-
-
-def reference(family: str, raw, x: torch.Tensor):
-    """The raw transformers model on normalised pixels x [B, 3, H, W]."""
-    if family == "siglip2":  # NaFlex: the image processor's own patch layout
-        b, _, height, width = x.shape
-        patches = torch.stack([convert_image_to_patches(image, PATCH) for image in x])
-        return raw(
-            patches,
-            pixel_attention_mask=torch.ones(b, patches.shape[1], dtype=torch.long),
-            spatial_shapes=torch.tensor([[height // PATCH, width // PATCH]] * b),
-        )
-    if family.startswith("dinov2"):
-        return raw(x)
-    return raw(x, interpolate_pos_encoding=True)
-
-
-def as_grid(tokens: torch.Tensor, prefix: int, h: int, w: int) -> torch.Tensor:
-    return tokens[:, prefix:].reshape(tokens.shape[0], h, w, tokens.shape[-1])
 
 
 # --------------------------------------------------------------------------- no merging

@@ -4,47 +4,15 @@ modes, NaN), and the ImageProcessor that calls it."""
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 
 import numpy as np
 import pytest
 import torch
+from image_kit import encoded, exif_rotated_jpeg, noise, png_header_only
 from PIL import Image, ImageFile
 
 from encoder.image_loading import DEFAULT_MAX_PIXELS, ImageLoadError, load_image, strict_decoding
 from encoder.image_processing import ImageProcessor, pil_to_tensor
-
-
-def noise(h: int, w: int, seed: int = 0) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    return Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
-
-
-def encoded(image: Image.Image, fmt: str, **kwargs) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **kwargs)
-    return buffer.getvalue()
-
-
-def exif_rotated_jpeg() -> bytes:
-    """A 20x40 (HxW) JPEG whose EXIF orientation 6 says: rotate 90 degrees clockwise."""
-    exif = Image.Exif()
-    exif[0x0112] = 6
-    return encoded(noise(20, 40, 3), "JPEG", exif=exif.tobytes())
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    """A PNG whose header says width x height (8-bit grey) followed by a few bytes of pixel
-    data: opening it is cheap, decoding it fails as truncated."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        body = kind + data
-        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    idat = zlib.compress(b"\0" * 1000)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat)
 
 
 def test_exif_orientation_is_applied_to_paths_bytes_and_opened_images(tmp_path):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from image_kit import noise
 from PIL import Image
 
 from encoder.image_processing import pil_to_tensor, to_rgb
@@ -82,11 +83,6 @@ def test_candidates_sorted_by_count_within_bounds():
     assert len(grids) == len(set(grids)) == 13  # 2:2, 3:2, 4:3, 5:2, 6:4 grids
     with pytest.raises(ValueError, match="min_tiles 7 is above max_tiles 6"):
         candidate_grids(7, 6)
-
-
-def noise(h: int, w: int, seed: int = 0) -> Image.Image:
-    a = np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
-    return Image.fromarray(a)
 
 
 def test_tiles_reassemble_into_the_resized_image():

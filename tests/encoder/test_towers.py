@@ -8,6 +8,7 @@ import json
 import huggingface_hub
 import pytest
 import torch
+from tower_helpers import PREFIX, as_grid, images, normalised, reference
 from transformers import (
     CLIPModel,
     Siglip2Model,
@@ -31,8 +32,6 @@ from encoder import (
 from encoder.tiny import (
     DEPTH,
     FAMILIES,
-    NUM_REGISTERS,
-    ODD_PREPROCESSOR,
     PATCH,
     RAW_CLASSES,
     WIDTH,
@@ -47,7 +46,6 @@ TOWER_CLASSES = {
     "dinov2": Dinov2Tower,
     "dinov2_reg": Dinov2Tower,
 }
-PREFIX = {"clip": 1, "siglip": 0, "siglip2": 0, "dinov2": 1, "dinov2_reg": 1 + NUM_REGISTERS}
 DEFAULT_NORM = {  # the families' published preprocessing
     "clip": ([0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]),
     "siglip": ([0.5, 0.5, 0.5], [0.5, 0.5, 0.5]),
@@ -63,34 +61,6 @@ def towers(folders) -> dict[str, HFVisionTower]:
     return {family: load_tower(folder) for family, folder in folders.items()}
 
 
-def images(*shape: int, seed: int = 0) -> torch.Tensor:
-    return torch.rand(*shape, generator=torch.Generator().manual_seed(seed))
-
-
-def reference(family: str, raw, pixels: torch.Tensor):
-    """The raw transformers model, fed pixels normalised here with the folder's mean/std."""
-    mean = torch.tensor(ODD_PREPROCESSOR["image_mean"]).view(1, 3, 1, 1)
-    std = torch.tensor(ODD_PREPROCESSOR["image_std"]).view(1, 3, 1, 1)
-    x = (pixels - mean) / std
-    if family == "siglip2":  # NaFlex: the image processor's own patch layout
-        b, _, height, width = x.shape
-        patches = torch.stack([convert_image_to_patches(image, PATCH) for image in x])
-        return raw(
-            patches,
-            pixel_attention_mask=torch.ones(b, patches.shape[1], dtype=torch.long),
-            spatial_shapes=torch.tensor([[height // PATCH, width // PATCH]] * b),
-            output_hidden_states=True,
-        )
-    if family.startswith("dinov2"):
-        return raw(x, output_hidden_states=True)
-    return raw(x, interpolate_pos_encoding=True, output_hidden_states=True)
-
-
-def as_grid(tokens: torch.Tensor, prefix: int, h: int, w: int) -> torch.Tensor:
-    """Drop the prefix tokens; patch (i, j) is token prefix + i * w + j (raster order)."""
-    return tokens[:, prefix:].reshape(tokens.shape[0], h, w, tokens.shape[-1])
-
-
 # ------------------------------------------------------------------- against transformers
 
 
@@ -99,7 +69,7 @@ def as_grid(tokens: torch.Tensor, prefix: int, h: int, w: int) -> torch.Tensor:
 def test_forward_equals_the_transformers_model(family, size, raws, towers):
     pixels = images(2, 3, *size)
     out = towers[family](pixels, output_hidden_states=True)
-    ref = reference(family, raws[family], pixels)
+    ref = reference(family, raws[family], normalised(pixels), output_hidden_states=True)
     h, w = size[0] // PATCH, size[1] // PATCH
     assert out.grid.shape == (2, h, w, WIDTH)
     assert torch.equal(out.grid, as_grid(ref.last_hidden_state, PREFIX[family], h, w))
@@ -196,7 +166,7 @@ def test_feature_layers_concatenate_the_chosen_blocks(family, folders, raws, tow
     assert two.hidden_size == 2 * WIDTH
     assert torch.equal(two(pixels).grid, torch.cat([hidden[0], hidden[-1]], dim=-1))
     llava = load_tower(folders[family], feature_layers=[-2])  # the penultimate block
-    ref = reference(family, raws[family], pixels)
+    ref = reference(family, raws[family], normalised(pixels), output_hidden_states=True)
     assert torch.equal(llava(pixels).grid, as_grid(ref.hidden_states[-2], PREFIX[family], 3, 5))
 
 

@@ -3,13 +3,9 @@ same way (encoder.image_loading). The eval model's side is in tests/evaluation."
 
 from __future__ import annotations
 
-import io
-import struct
-import zlib
-
-import numpy as np
 import pytest
 import torch
+from image_kit import encoded, exif_rotated_jpeg, noise, png_header_only
 from PIL import Image, ImageFile
 
 from encoder.image_loading import ImageLoadError
@@ -26,33 +22,6 @@ def processor(**image_settings) -> VLMProcessor:
         ImageProcessor(patch_size=16, resolution=64, max_resolution=512, **image_settings),
         TokenCompressor("tome", num_tokens=4),
     )
-
-
-def noise(h: int, w: int, seed: int = 0) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    return Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
-
-
-def encoded(image: Image.Image, fmt: str, **kwargs) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **kwargs)
-    return buffer.getvalue()
-
-
-def exif_rotated_jpeg() -> bytes:
-    """Stored 20x40 (HxW); EXIF orientation 6: upright it is 40x20."""
-    exif = Image.Exif()
-    exif[0x0112] = 6
-    return encoded(noise(20, 40, 3), "JPEG", exif=exif.tobytes())
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        body = kind + data
-        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 99))
 
 
 class Images:

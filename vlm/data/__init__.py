@@ -9,24 +9,17 @@
 
 Modules: ``synthdoc`` (+ ``synthdoc_draw``, ``synthdoc_layout``) generate documents;
 ``writers`` save them as LLaVA JSON or lmms-eval datasets; ``sources`` read LLaVA JSON and
-Hugging Face datasets; ``images`` loads one image safely; ``dataset`` encodes samples;
-``skips`` reports what was skipped; ``collator`` pads or packs; ``config`` builds it all.
+``hf_sources`` Hugging Face datasets; ``images`` loads one image safely; ``dataset`` encodes
+samples; ``skips`` reports what was skipped; ``collator`` pads or packs; ``config`` builds it
+all.
 """
 
 from .collator import VLMCollator, pack_rows
 from .config import KINDS, DataConfig, build_dataset
 from .dataset import SampleEncoder, VLMDataset, VLMIterableDataset
+from .hf_sources import Columns, HFSource, HFStreamSource, load_hf
 from .skips import HANDLED, SKIP_REASONS, SkipReport, SkipReportCallback, SkipSample
-from .sources import (
-    Columns,
-    HFSource,
-    HFStreamSource,
-    LlavaSource,
-    Source,
-    SynthDocSource,
-    llava_messages,
-    load_hf,
-)
+from .sources import LlavaSource, Source, SynthDocSource, llava_messages
 from .synthdoc import (
     LEVELS,
     STYLES,

@@ -35,6 +35,7 @@ import torch
 from encoder.image_processing import batch_pixels
 
 from ..chat import IGNORE_INDEX
+from ..processing_batch import pad_rows
 
 __all__ = ["VLMCollator", "pack_rows"]
 
@@ -95,50 +96,33 @@ class VLMCollator:
         return longest if m is None else -(-longest // m) * m
 
     def _padded(self, features: Sequence[Features]) -> dict[str, torch.Tensor]:
-        rows = [(_long(f["input_ids"]), _long(f["labels"])) for f in features]
+        rows = [(_ints(f["input_ids"]), _ints(f["labels"])) for f in features]
         length = self._target(max(len(ids) for ids, _ in rows))
-        out = {
-            key: torch.empty(len(rows), length, dtype=torch.long)
-            for key in ("input_ids", "attention_mask", "labels")
-        }
-        out["input_ids"].fill_(self.pad_token_id)
-        out["attention_mask"].zero_()
-        out["labels"].fill_(IGNORE_INDEX)
-        left = self.padding_side == "left"
-        for b, (ids, labels) in enumerate(rows):
-            span = slice(length - len(ids), length) if left else slice(0, len(ids))
-            out["input_ids"][b, span], out["labels"][b, span] = ids, labels
-            out["attention_mask"][b, span] = 1
-        if left:  # positions as if unpadded: 0 at the first real token
+        out = pad_rows(rows, self.pad_token_id, length, left=self.padding_side == "left")
+        if self.padding_side == "left":  # positions as if unpadded: 0 at the first real token
             out["position_ids"] = (out["attention_mask"].cumsum(-1) - 1).clamp_(min=0)
         return out
 
     def _packed(self, features: Sequence[Features]) -> dict[str, Any]:
         lengths = [len(f["input_ids"]) for f in features]
-        rows = pack_rows(lengths, self.max_length)
-        packed = []
-        for row in rows:
-            ids, labels, positions = [], [], []
+        rows, positions = [], []
+        for row in pack_rows(lengths, self.max_length):
+            ids, labels = [], []
             for i in row:
-                sample_labels = _long(features[i]["labels"]).clone()
+                sample_labels = _ints(features[i]["labels"])
                 sample_labels[0] = IGNORE_INDEX  # never predicted from the previous sample
-                ids.append(_long(features[i]["input_ids"]))
-                labels.append(sample_labels)
-                positions.append(torch.arange(lengths[i]))
-            packed.append((torch.cat(ids), torch.cat(labels), torch.cat(positions)))
-        length = self._target(max(len(ids) for ids, _, _ in packed))
-        out = {key: [] for key in ("input_ids", "labels", "position_ids")}
+                ids += _ints(features[i]["input_ids"])
+                labels += sample_labels
+            rows.append((ids, labels))
+            positions.append([p for i in row for p in range(lengths[i])])
+        length = self._target(max(len(ids) for ids, _ in rows))
         left = self.padding_side == "left"
-        for ids, labels, positions in packed:
-            n = length - len(ids)
-            pad = (
-                torch.full((n,), self.pad_token_id),
-                torch.full((n,), IGNORE_INDEX),
-                torch.arange(n),
-            )  # the padding is a segment of its own
-            for key, real, fill in zip(out, (ids, labels, positions), pad, strict=True):
-                out[key].append(torch.cat([fill, real] if left else [real, fill]))
-        batch: dict[str, Any] = {key: torch.stack(value).long() for key, value in out.items()}
+        batch: dict[str, Any] = pad_rows(rows, self.pad_token_id, length, left=left)
+        del batch["attention_mask"]  # the position restarts mark the samples (module docstring)
+        fills = [list(range(length - len(p))) for p in positions]  # the padding: its own segment
+        batch["position_ids"] = torch.tensor(
+            [f + p if left else p + f for f, p in zip(fills, positions, strict=True)]
+        )
         batch["use_cache"] = False  # else no sample isolation (module docstring)
         return batch
 
@@ -157,5 +141,6 @@ def pack_rows(lengths: Sequence[int], max_length: int) -> list[list[int]]:
     return rows
 
 
-def _long(value: Any) -> torch.Tensor:
-    return torch.as_tensor(value, dtype=torch.long)
+def _ints(value: Any) -> list[int]:
+    """A feature's token ids or labels (a tensor or a list) as a new list of ints."""
+    return torch.as_tensor(value, dtype=torch.long).tolist()

@@ -21,8 +21,9 @@ from pydantic import Field
 from ..processing import VLMProcessor
 from ..schema import STRICT, NonNegativeInt, PositiveInt, from_dict
 from .dataset import VLMDataset, VLMIterableDataset
+from .hf_sources import Columns, HFSource, HFStreamSource, load_hf
 from .skips import SkipReport
-from .sources import Columns, HFSource, HFStreamSource, LlavaSource, SynthDocSource, load_hf
+from .sources import LlavaSource, SynthDocSource
 from .synthdoc import SynthDocConfig
 
 __all__ = ["KINDS", "DataConfig", "build_dataset"]

@@ -62,9 +62,10 @@ from ..processing import (
     SpecialTokenInTextError,
     VLMProcessor,
 )
+from .hf_sources import HFStreamSource
 from .images import fit_budget, open_image
 from .skips import SkipReport, SkipSample
-from .sources import HFStreamSource, RawSample, Source
+from .sources import RawSample, Source
 
 __all__ = ["SampleEncoder", "VLMDataset", "VLMIterableDataset"]
 
@@ -187,26 +188,20 @@ class SampleEncoder:
             return extra
 
 
-class VLMDataset(Dataset):
-    """Map-style training dataset over a ``Source`` (module docstring for the skip rules).
-
-    report: where skips go (default: a new ``SkipReport`` in a temporary directory).
-    max_consecutive_skips: give up (RuntimeError) after this many bad samples in a row.
-    """
+class _EncodedSamples:
+    """What both datasets share: a source, the processor, the ``SkipReport`` and the
+    ``SampleEncoder`` (the keyword settings are ``SampleEncoder``'s and the report)."""
 
     def __init__(
         self,
-        source: Source,
+        source: Any,
         processor: VLMProcessor,
         *,
         max_length: int | None = None,
         truncation: bool = False,
         report: SkipReport | None = None,
         max_aspect_ratio: float | None = 8.0,
-        max_consecutive_skips: int = 1000,
     ) -> None:
-        if len(source) == 0:
-            raise ValueError("the data source is empty; check data.path / num_samples")
         self.source, self.processor = source, processor
         self.report = report or SkipReport()
         self.encoder = SampleEncoder(
@@ -216,6 +211,39 @@ class VLMDataset(Dataset):
             truncation=truncation,
             max_aspect_ratio=max_aspect_ratio,
         )
+
+    def _encoded(self, index: int, raw: RawSample | None = None) -> Features | SkipSample:
+        """The features of sample ``index`` (``raw``, else read from the source), or the
+        ``SkipSample`` saying why not: an unexpected error becomes one too (never crash
+        mid-run; the report shows it as a bug)."""
+        try:
+            return self.encoder(self.source[index] if raw is None else raw, index)
+        except SkipSample as skip:
+            return skip
+        except Exception as err:
+            logger.debug("unexpected error on sample %d", index, exc_info=True)
+            return SkipSample("unexpected_error", f"{type(err).__name__}: {err}")
+
+
+class VLMDataset(_EncodedSamples, Dataset):
+    """Map-style training dataset over a ``Source`` (module docstring for the skip rules).
+
+    settings: max_length, truncation, report (default: a new ``SkipReport`` in a temporary
+        directory) and max_aspect_ratio, as for ``VLMIterableDataset``.
+    max_consecutive_skips: give up (RuntimeError) after this many bad samples in a row.
+    """
+
+    def __init__(
+        self,
+        source: Source,
+        processor: VLMProcessor,
+        *,
+        max_consecutive_skips: int = 1000,
+        **settings: Any,
+    ) -> None:
+        if len(source) == 0:
+            raise ValueError("the data source is empty; check data.path / num_samples")
+        super().__init__(source, processor, **settings)
         self.max_consecutive_skips = max_consecutive_skips
         self._bad: set[int] = set()  # per process: known bad indices are not retried
         self._lengths: list[int] | None = None
@@ -233,13 +261,10 @@ class VLMDataset(Dataset):
             i = (index + step) % n
             if i in self._bad:
                 continue
-            try:
-                return self.encoder(self.source[i], i)
-            except SkipSample as skip:
-                self._skip(i, skip.reason, skip.detail)
-            except Exception as err:  # never crash mid-run; the report shows it as a bug
-                logger.debug("unexpected error on sample %d", i, exc_info=True)
-                self._skip(i, "unexpected_error", f"{type(err).__name__}: {err}")
+            out = self._encoded(i)
+            if not isinstance(out, SkipSample):
+                return out
+            self._skip(i, out.reason, out.detail)
         raise RuntimeError(
             f"{tries} samples in a row from index {index} could not be used; the data or a "
             f"setting is broken as a whole. Skip report so far:\n{self.report.table()}"
@@ -295,32 +320,14 @@ class VLMDataset(Dataset):
         return LengthGroupedSampler(batch_size, lengths=self.lengths, generator=generator)
 
 
-class VLMIterableDataset(IterableDataset):
+class VLMIterableDataset(_EncodedSamples, IterableDataset):
     """Streaming counterpart of ``VLMDataset``: bad samples are recorded and passed over.
 
     DataLoader workers take every k-th row (k = number of workers); distributed ranks are
     left to accelerate, which dispatches batches of an iterable dataset from the main process.
     """
 
-    def __init__(
-        self,
-        source: HFStreamSource,
-        processor: VLMProcessor,
-        *,
-        max_length: int | None = None,
-        truncation: bool = False,
-        report: SkipReport | None = None,
-        max_aspect_ratio: float | None = 8.0,
-    ) -> None:
-        self.source, self.processor = source, processor
-        self.report = report or SkipReport()
-        self.encoder = SampleEncoder(
-            processor,
-            self.report,
-            max_length=max_length,
-            truncation=truncation,
-            max_aspect_ratio=max_aspect_ratio,
-        )
+    source: HFStreamSource
 
     def __iter__(self) -> Iterator[Features]:
         info = get_worker_info()
@@ -331,13 +338,11 @@ class VLMIterableDataset(IterableDataset):
             if isinstance(raw, SkipSample):
                 self.report.add(f"row{index}", raw.reason, raw.detail, index=index)
                 continue
-            try:
-                yield self.encoder(raw, index)
-            except SkipSample as skip:
-                self.report.add(raw["id"], skip.reason, skip.detail, index=index)
-            except Exception as err:
-                error = f"{type(err).__name__}: {err}"
-                self.report.add(raw["id"], "unexpected_error", error, index=index)
+            out = self._encoded(index, raw)
+            if isinstance(out, SkipSample):
+                self.report.add(raw["id"], out.reason, out.detail, index=index)
+            else:
+                yield out
 
 
 def _has_content(message: Any) -> bool:

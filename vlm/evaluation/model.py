@@ -47,6 +47,7 @@ from tqdm.auto import tqdm
 
 from encoder.image_loading import decoding_error, strict_decoding
 
+from ..processing_batch import pad_rows
 from .generation import (
     as_images,
     cut_at_stop,
@@ -237,13 +238,10 @@ class RadioVLM(lmms):
         for prompt, (_, continuation, _) in zip(prompts["input_ids"], batch, strict=True):
             target = tokenizer.encode(continuation, add_special_tokens=False)
             spans.append((len(prompt), target))
-            rows.append(list(prompt) + target)
-        length = max(len(r) for r in rows)
-        ids = torch.full((len(rows), length), self._pad, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for b, row in enumerate(rows):  # right padding: real tokens keep positions 0..n-1
-            ids[b, : len(row)] = torch.tensor(row)
-            mask[b, : len(row)] = 1
+            rows.append((list(prompt) + target, None))
+        longest = max(len(ids) for ids, _ in rows)
+        padded = pad_rows(rows, self._pad, longest, left=False)  # right: positions 0..n-1 kept
+        ids, mask = padded["input_ids"], padded["attention_mask"]
         pixels = prompts.get("pixel_values")
         if pixels:  # the same stacking as the processor's tensor output
             from encoder.image_processing import batch_pixels

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import io
 import json
 
 import numpy as np
 import pytest
 import torch
+from image_kit import encoded, exif_rotated_jpeg, noise
 from PIL import Image
 from torch.utils.data import DataLoader
 
@@ -36,23 +36,6 @@ def processor(num_tokens: int = 4) -> VLMProcessor:
         ImageProcessor(patch_size=16, resolution=64, max_resolution=512),
         TokenCompressor("tome", num_tokens=num_tokens),
     )
-
-
-def noise(h: int, w: int, seed: int = 0) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    return Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
-
-
-def encoded(image: Image.Image, fmt: str, **kwargs) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **kwargs)
-    return buffer.getvalue()
-
-
-def exif_rotated_jpeg() -> bytes:
-    exif = Image.Exif()
-    exif[0x0112] = 6  # stored sideways: rotate 90 degrees clockwise to view
-    return encoded(noise(20, 40, 3), "JPEG", exif=exif.tobytes())
 
 
 # id -> (file content, or None for no file | the expected outcome: None = returned, else reason)
@@ -226,24 +209,6 @@ def test_lengths_estimate_the_real_lengths_without_loading_images(monkeypatch):
     assert all(abs(a - b) <= 3 for a, b in zip(lengths, real, strict=True)), (lengths, real)
     sampler = dataset.length_grouped_sampler(4, torch.Generator().manual_seed(0))
     assert sorted(sampler) == list(range(12))
-
-
-def test_data_config_from_yaml_like_dicts():
-    config = DataConfig.from_dict(
-        {"kind": "synthdoc", "num_samples": 5, "seed": 7, "synthdoc": {"image_size": 64}}
-    )
-    assert config.synthdoc.seed == 7 and config.synthdoc.image_size == 64
-    assert config.to_dict()["synthdoc"]["image_size"] == 64
-    with pytest.raises(ValueError, match=r"unknown key 'num_sample' in section 'data' \(did you"):
-        DataConfig.from_dict({"kind": "synthdoc", "num_sample": 5})
-    with pytest.raises(ValueError, match=r"unknown key 'size' in section 'data.synthdoc'"):
-        DataConfig.from_dict({"kind": "synthdoc", "num_samples": 5, "synthdoc": {"size": 64}})
-    with pytest.raises(ValueError, match=r"unknown key 'img' in section 'data.columns'"):
-        DataConfig.from_dict({"kind": "hf", "path": "x", "columns": {"img": "image"}})
-    with pytest.raises(ValueError, match=r"set data\.seed, not data\.synthdoc\.seed"):
-        DataConfig.from_dict({"kind": "synthdoc", "num_samples": 5, "synthdoc": {"seed": 1}})
-    with pytest.raises(ValueError, match=r"needs data\.path"):
-        DataConfig(kind="llava")
 
 
 def test_hf_folders_and_parquet_with_question_answer_columns(tmp_path):

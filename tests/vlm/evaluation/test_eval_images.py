@@ -3,37 +3,16 @@ refused although importing lmms-eval switches Pillow's LOAD_TRUNCATED_IMAGES on.
 
 from __future__ import annotations
 
-import io
-
 import datasets
-import numpy as np
 import pytest
 import torch
+from image_kit import encoded, exif_rotated_jpeg, noise
 from lmms_eval.api.instance import Instance
-from PIL import Image, ImageFile
+from PIL import ImageFile
 
 from encoder.image_loading import ImageLoadError
 from vlm.data import VLMDataset
 from vlm.evaluation.model import RadioVLM
-
-
-def encoded(image: Image.Image, fmt: str, **kwargs) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **kwargs)
-    return buffer.getvalue()
-
-
-def noise(h: int, w: int, seed: int) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    return Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
-
-
-def exif_rotated_jpeg() -> bytes:
-    """Stored 20x40 (HxW); EXIF orientation 6: upright it is 40x20."""
-    exif = Image.Exif()
-    exif[0x0112] = 6
-    return encoded(noise(20, 40, 3), "JPEG", exif=exif.tobytes())
-
 
 FILES = {"exif": exif_rotated_jpeg(), "cut": encoded(noise(64, 64, 1), "PNG")[:2000]}
 
