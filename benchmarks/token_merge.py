@@ -21,7 +21,7 @@ import torch
 if __package__ in (None, ""):  # run as a file: this folder would shadow the token_merge package
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from token_merge import compress, plan_tome, strided_destinations
+from token_merge import compress, plan_destinations, plan_tome
 
 
 def median_ms(fn, repeats: int) -> float:
@@ -77,7 +77,7 @@ def main() -> None:
         num_src = side * side - plan.num_dst
         src = torch.randn(args.batch, num_src, args.channels)
         dst_t = torch.randn(args.batch, args.channels, plan.num_dst)
-        dst_idx = strided_destinations(side, side, plan.stride)
+        dst_idx = plan_destinations(side, side, plan)
         flat = grid.reshape(args.batch, -1, args.channels)
         bound = median_ms(lambda: src @ dst_t, args.repeats)  # noqa: B023
         tome = median_ms(lambda: compress(grid, "tome", num_tokens=args.tokens), args.repeats)  # noqa: B023

@@ -206,11 +206,11 @@ def run_quickstart(options: QuickstartOptions, echo: Callable[[str], None] = pri
         lambda: report.write_report(results, runs["tome"].final, data, out, elapsed=steps.elapsed),
         lambda files: ", ".join(str(Path(f).name) for f in files),
     )
-    echo(f"[quickstart] done in {steps.elapsed:.0f}s: {out / 'report.md'}")
     echo(
         "[quickstart] on one-word pages the compressors tie; the dense world separates them: "
         "radio-vlm compare recipes/compare/dense_world.yaml --seeds 0,1,2"
     )
+    echo(f"[quickstart] done in {steps.elapsed:.0f}s: {out / 'report.md'}")
     return json.loads((out / "results.json").read_text(encoding="utf-8"))
 
 

@@ -26,11 +26,11 @@ def test_subcommands_are_registered(capsys):
 def test_train_reports_recipe_errors_before_any_work(tmp_path):
     recipe = TINY / "stage1_align.yaml"
     with pytest.raises(RecipeError, match=r"unknown key 'bogus' in section 'train'"):
-        main(["train", str(recipe), "-o", "train.bogus=1"])
+        main(["train", str(recipe), "-o", "train.bogus=1", "--debug"])  # raises, not one line
     with pytest.raises(RecipeError, match=r"unknown key 'lr' in section 'train' \(did you mean"):
-        main(["train", str(recipe), "-o", "train.lr=1"])
+        main(["train", str(recipe), "-o", "train.lr=1", "--debug"])
     with pytest.raises(FileNotFoundError, match=r"recipe .*missing.yaml does not exist"):
-        main(["train", str(tmp_path / "missing.yaml")])
+        main(["train", str(tmp_path / "missing.yaml"), "--debug"])
     with pytest.raises(RecipeError, match=r"training_arguments.save_steps is set by the recipe"):
         main(
             [
@@ -40,10 +40,11 @@ def test_train_reports_recipe_errors_before_any_work(tmp_path):
                 f"train.output_dir={tmp_path}",
                 "-o",
                 "train.training_arguments={save_steps: 3}",
+                "--debug",
             ]
         )
 
 
 def test_merge_lora_refuses_a_plain_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"has no adapter_config.json: not a LoRA stage"):
-        main(["merge-lora", str(tmp_path), str(tmp_path / "out")])
+        main(["merge-lora", str(tmp_path), str(tmp_path / "out"), "--debug"])
