@@ -56,14 +56,15 @@ class Context:
             self._parts = parts
         return self._parts
 
-    def reconstruction(self) -> list[dict[str, Any]]:
+    def reconstruction(self, budgets: list[int] | None = None) -> list[dict[str, Any]]:
         """Reconstruction error (per-channel normalised MSE) of the stage-0 encoder's features
         on eval pages, for each (K, input resolution) the grid's cells use: ToMe matching on
         the features (the paper's choice), ToMe matching on the last block's attention keys
         (ToMe's, paper Table A10) and avg-pool. Pixel unshuffle only regroups channels, so it
         has none. On dense pages also ``char_*``: how many ink patches a linear probe (fitted
         on uncompressed training features, ``probe``) still names right after each
-        compressor's tokens are unmerged (``char_none``: no compression)."""
+        compressor's tokens are unmerged (``char_none``: no compression). ``budgets``: these
+        K at the data's own size instead of the cells' (K, size) pairs."""
         from encoder import attention_keys
         from token_merge import compress, reconstruction_error
 
@@ -72,6 +73,8 @@ class Context:
         dense = all("items" in r.meta for r in evals)
         default = self.settings.image_size
         pairs = sorted({(c.resolution or default, c.num_tokens) for c in self.grid.expand()})
+        if budgets:
+            pairs = [(default, k) for k in sorted(set(budgets))]
         rows = []
         for size in sorted({size for size, _ in pairs}):
             with torch.no_grad():

@@ -281,3 +281,15 @@ def write_seeds(summary: Mapping[str, Any], out: Path) -> list[Path]:
     text = f"# compare: {summary['name']} over seeds\n\n" + seeds_table(summary)
     (out / "seeds.md").write_text(text, encoding="utf-8")
     return [out / "seeds.json", out / "seeds.md", seeds_plot(summary, out / "seeds.png")]
+
+
+def write_analysis(summary: Mapping[str, Any], out: Path) -> list[Path]:
+    """analysis.json and analysis.md (the stage-0 measures over seeds) under ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "analysis.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    text = f"# compare: {summary['name']}, the stage-0 features over seeds\n\n" + seeds_table(
+        summary
+    )
+    (out / "analysis.md").write_text(text, encoding="utf-8")
+    return [out / "analysis.json", out / "analysis.md"]

@@ -225,6 +225,38 @@ def run_seeds(
     return summary
 
 
+def run_analysis(
+    grid: CompareGrid, seeds: list[int], budgets: list[int], echo: Callable[[str], None] = print
+) -> dict[str, Any]:
+    """The stage-0 analysis alone, no cell trained: per seed, data + stage 0 (reused when
+    ``<out>/seed<N>`` has them), the reconstruction / character-probe rows at ``budgets`` and
+    the merge picture; then mean ± sd over seeds into ``<out>/analysis.{json,md}``."""
+    from recipes.compare import cells as cells_mod
+    from recipes.compare import report as compare_report
+    from recipes.compare import stats
+
+    out = Path(grid.out or f"runs/compare/{grid.name}")
+    per_seed = {}
+    for seed in seeds:
+        one = dataclasses.replace(grid, seed=seed, out=str(out / f"seed{seed}"))
+        folder = Path(one.out)
+        folder.mkdir(parents=True, exist_ok=True)
+        _check_setup(one, folder)
+        context = cells_mod.Context(one, folder, echo)
+        per_seed[seed] = {"reconstruction": context.reconstruction(budgets)}
+        context.merge_picture(folder / "merge.png")
+        echo(f"[compare] seed {seed}: analysis of the stage-0 features done")
+    summary = {
+        "name": grid.name,
+        "seeds": seeds,
+        "cells": {},
+        "reconstruction": stats.reconstruction_over_seeds(per_seed),
+    }
+    files = compare_report.write_analysis(summary, out)
+    echo(f"[compare] analysis over seeds {seeds}: wrote {', '.join(str(f) for f in files)}")
+    return summary
+
+
 def _check_setup(grid: CompareGrid, out: Path) -> None:
     """Write ``setup.json``, or refuse a folder whose finished cells used another setup."""
     setup = json.loads(json.dumps({key: getattr(grid, key) for key in SHARED}))
@@ -264,6 +296,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="torch CPU threads (default: the cores this process may use; 1 on a shared machine)",
     )
+    parser.add_argument(
+        "--analysis-only",
+        type=_seed_list,
+        default=None,
+        metavar="K,K,...",
+        help="train no cell: only data, stage 0 and the reconstruction / character-probe "
+        "analysis of its features at these budgets (with --seeds: per seed, then over seeds)",
+    )
     parser.add_argument("--ci", action="store_true", help="tiny data and step counts")
     parser.set_defaults(run=_run)
 
@@ -290,7 +330,9 @@ def _run(args: argparse.Namespace) -> int:
             data={"num_train": 32, "num_eval": 12},
             schedule={**grid.schedule, "warmup_steps": 4, "steps": [2, 2, 2], "batch_size": 4},
         )
-    if args.seeds is not None:
+    if args.analysis_only is not None:
+        run_analysis(grid, args.seeds or [grid.seed], args.analysis_only)
+    elif args.seeds is not None:
         run_seeds(grid, args.seeds)
     else:
         run_compare(grid)

@@ -84,10 +84,10 @@ def aggregate(per_seed: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
             tome = [scores(by_key[partner][s]["metrics"])[title] for s in both]
             mean, se = paired_difference(mine, tome)
             entry["vs_tome"][title] = {"mean": mean, "se": se, "n": len(both)}
-    return {"seeds": seeds, "cells": cells, "reconstruction": _reconstruction(per_seed)}
+    return {"seeds": seeds, "cells": cells, "reconstruction": reconstruction_over_seeds(per_seed)}
 
 
-def _reconstruction(per_seed: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
+def reconstruction_over_seeds(per_seed: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
     """Per "K@size": each numeric measure of the seeds' reconstruction rows, mean ± sd."""
     values: dict[str, dict[str, list[float]]] = {}
     for results in per_seed.values():
