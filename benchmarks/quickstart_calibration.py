@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent.resolve()]
 
 from recipes.quickstart.model import TinySettings, tiny_parts  # noqa: E402
-from recipes.quickstart.stage0 import warm_up_encoder  # noqa: E402
+from recipes.quickstart.stage0 import run_stage0  # noqa: E402
 from recipes.quickstart.training import Schedule, quick_accuracy, train_cell, write_data  # noqa: E402
 
 
@@ -61,16 +61,7 @@ def main() -> None:
         parts = tiny_parts(settings, root, seed=seed)
         blind_parts = copy.deepcopy(parts)  # blind: same (un-warmed) start, blank pages
         t0 = time.perf_counter()
-        warm = warm_up_encoder(
-            parts.encoder,
-            data.train_records,
-            settings.vocabulary,
-            steps=args.warmup,
-            batch_size=args.batch,
-            lr=args.warmup_lr,
-            seed=seed,
-            image_size=settings.image_size,
-        )
+        warm = run_stage0(parts.encoder, data.train_records, settings, schedule, seed=seed)
         t_warm = time.perf_counter() - t0
         t0 = time.perf_counter()
         tome = train_cell(parts, settings, "tome", data, root / "tome", schedule, warmup=warm)

@@ -234,3 +234,17 @@ def _check_prefix(short: str, long: str, b: int, what: str) -> None:
         "property; use a template that renders earlier turns the same whatever "
         "follows (set tokenizer.chat_template)."
     )
+
+
+def end_of_turn_ids(model: Any, tokenizer: Any) -> list[int]:
+    """Tokens that end an answer: the model's generation_config eos and the tokenizer's."""
+    eos = getattr(model.generation_config, "eos_token_id", None)
+    ids = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
+        ids.append(tokenizer.eos_token_id)
+    if not ids:
+        raise ValueError(
+            "neither the model's generation_config nor the tokenizer names an end-of-sequence "
+            "token; set tokenizer.eos_token (the chat template's end of turn)"
+        )
+    return ids

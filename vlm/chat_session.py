@@ -31,6 +31,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStr
 
 from encoder.image_loading import load_image
 
+from .chat import end_of_turn_ids
 from .processing import SampleTooLongError
 
 
@@ -83,7 +84,7 @@ class ChatSession:
         self.messages: list[dict[str, Any]] = []  # user turns hold {"type": "image"} items
         self.images: list[ImageInfo] = []  # in order of appearance, the pending ones last
         self.pending = 0  # images added since the last question
-        self._eos = _end_of_turn_ids(model, processor.tokenizer)
+        self._eos = end_of_turn_ids(model, processor.tokenizer)
 
     def add_image(self, image: Any) -> ImageInfo:
         """Load ``image`` (a path, bytes, PIL image or array) for the next question; returns
@@ -187,17 +188,3 @@ class ChatSession:
         if sample:
             settings |= {"temperature": self.temperature, "top_p": 1.0, "top_k": 0}
         return settings
-
-
-def _end_of_turn_ids(model: Any, tokenizer: Any) -> list[int]:
-    """Tokens that end an answer: the model's generation_config eos and the tokenizer's."""
-    eos = getattr(model.generation_config, "eos_token_id", None)
-    ids = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
-    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
-        ids.append(tokenizer.eos_token_id)
-    if not ids:
-        raise ValueError(
-            "neither the model's generation_config nor the tokenizer names an end-of-sequence "
-            "token; set tokenizer.eos_token (the chat template's end of turn)"
-        )
-    return ids

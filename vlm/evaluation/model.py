@@ -47,6 +47,8 @@ from tqdm.auto import tqdm
 
 from encoder.image_loading import decoding_error, strict_decoding
 
+
+from ..chat import end_of_turn_ids
 from ..processing_batch import pad_rows
 from .generation import (
     as_images,
@@ -117,15 +119,7 @@ class RadioVLM(lmms):
         self._model = model.to(self._device).eval()
         self.processor = processor
         tokenizer = processor.tokenizer
-        eos = model.generation_config.eos_token_id
-        eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
-        if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in eos:
-            eos.append(tokenizer.eos_token_id)
-        if not eos:
-            raise ValueError(
-                "neither the model's generation_config nor the tokenizer names an end-of-"
-                "sequence token; set tokenizer.eos_token (the chat template's end of turn)"
-            )
+        eos = end_of_turn_ids(model, tokenizer)
         self._eos = eos
         self._pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
 
