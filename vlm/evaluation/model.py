@@ -47,7 +47,6 @@ from tqdm.auto import tqdm
 
 from encoder.image_loading import decoding_error, strict_decoding
 
-
 from ..chat import end_of_turn_ids
 from ..processing_batch import pad_rows
 from .generation import (
