@@ -193,7 +193,10 @@ def command(session: Any, line: str) -> bool:
         session.reset()
         print("[conversation cleared]", file=sys.stderr)
     elif name == "/image":
-        paths = shlex.split(rest)
+        try:
+            paths = shlex.split(rest)
+        except ValueError as err:  # an unbalanced quote
+            raise ChatInputError(f"/image {rest}: {err}; quote a path with spaces whole") from None
         if not paths:
             raise ChatInputError("/image needs a path: /image PATH")
         for path in paths:

@@ -18,10 +18,11 @@ import difflib
 import typing
 from typing import Annotated, Any
 
-from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
 
 __all__ = [
     "STRICT",
+    "Integer",
     "NonNegativeFloat",
     "NonNegativeInt",
     "PositiveFloat",
@@ -33,12 +34,23 @@ __all__ = [
     "to_dict",
 ]
 
-STRICT = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
-PositiveInt = Annotated[int, Field(ge=1)]
-NonNegativeInt = Annotated[int, Field(ge=0)]
-PositiveFloat = Annotated[float, Field(gt=0)]
-NonNegativeFloat = Annotated[float, Field(ge=0)]
-Probability = Annotated[float, Field(ge=0, le=1)]
+STRICT = ConfigDict(extra="forbid", arbitrary_types_allowed=True, coerce_numbers_to_str=True)
+
+
+def _not_a_bool(value: Any) -> Any:
+    # YAML's yes/true must not count as 1 where a number is asked for
+    if isinstance(value, bool):
+        raise ValueError(f"must be a number, not {str(value).lower()}")
+    return value
+
+
+_NUMBER = BeforeValidator(_not_a_bool)
+Integer = Annotated[int, _NUMBER]
+PositiveInt = Annotated[int, _NUMBER, Field(ge=1)]
+NonNegativeInt = Annotated[int, _NUMBER, Field(ge=0)]
+PositiveFloat = Annotated[float, _NUMBER, Field(gt=0)]
+NonNegativeFloat = Annotated[float, _NUMBER, Field(ge=0)]
+Probability = Annotated[float, _NUMBER, Field(ge=0, le=1)]
 
 
 class RecipeError(ValueError):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from recipes.quickstart.stage0 import BACKGROUND_WEIGHT
 from vlm.data.synthdoc_dense import BACKGROUND, CHAR_CLASSES
 
 
@@ -28,7 +29,7 @@ def fit_char_probe(grids: Tensor, labels: Tensor, *, steps: int = 300, seed: int
             nn.LayerNorm(features.shape[1]), nn.Linear(features.shape[1], len(CHAR_CLASSES))
         )
     weight = torch.ones(len(CHAR_CLASSES))
-    weight[BACKGROUND] = 0.2
+    weight[BACKGROUND] = BACKGROUND_WEIGHT
     optim = torch.optim.AdamW(probe.parameters(), lr=1e-2)
     for _ in range(steps):
         loss = nn.functional.cross_entropy(probe(features), targets, weight=weight)

@@ -313,7 +313,7 @@ def _seed_list(text: str) -> list[int]:
         return [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"--seeds takes comma-separated integers such as 0,1,2; got {text!r}"
+            f"takes comma-separated integers such as 0,1,2; got {text!r}"
         ) from None
 
 

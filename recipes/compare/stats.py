@@ -13,6 +13,7 @@ sample sd of the per-seed differences over sqrt(n). With one seed sd and se are 
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -23,13 +24,10 @@ TITLES = tuple(title for _, title, _ in HEADLINE.values())
 
 def mean_sd(values: Sequence[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (n - 1); sd is NaN for fewer than two values."""
-    n = len(values)
-    if n == 0:
+    if not values:
         return math.nan, math.nan
-    mean = sum(values) / n
-    if n < 2:
-        return mean, math.nan
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    mean = statistics.fmean(values)
+    return mean, statistics.stdev(values) if len(values) > 1 else math.nan
 
 
 def paired_difference(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:

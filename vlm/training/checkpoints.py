@@ -114,15 +114,17 @@ def latest_checkpoint(output_dir: str | Path) -> Path | None:
     return complete[-1] if complete else None
 
 
-def verified_resume_point(checkpoint: Path) -> Path | None:
-    """``checkpoint`` if its files match their recorded hashes; else, for a ``checkpoint-N``,
-    the newest earlier complete checkpoint beside it that does (or None). Each rejected one is
-    moved aside as ``corrupt-checkpoint-N`` (kept for a look, never resumed) with a message
-    naming its bad files. Main process only: it reads every file once."""
+def verified_resume_point(checkpoint: Path, fall_back: bool = True) -> Path | None:
+    """``checkpoint`` if its files match their recorded hashes. Else, with ``fall_back`` (the
+    run's own latest checkpoint), the newest earlier complete checkpoint beside it that
+    matches (or None), each rejected one moved aside as ``corrupt-checkpoint-N`` (kept for a
+    look, never resumed) with a message naming its bad files; without ``fall_back`` (a
+    checkpoint the user named), a ValueError and nothing moved. Main process only: it reads
+    every file once."""
     checkpoint = Path(checkpoint)
     match = _CHECKPOINT.match(checkpoint.name)
     candidates = [checkpoint]
-    if match is not None:
+    if fall_back and match is not None:
         earlier = checkpoints(checkpoint.parent)
         candidates += [p for step, p in reversed(earlier) if step < int(match.group(1))]
     for path in candidates:
@@ -131,6 +133,12 @@ def verified_resume_point(checkpoint: Path) -> Path | None:
         bad = corrupted_files(path)
         if not bad:
             return path
+        if not fall_back:
+            raise ValueError(
+                f"{path} is corrupted: {', '.join(bad)} changed after the save (content hash "
+                f"differs from {MARKER}); resume from another checkpoint, or use --resume "
+                "(auto), which falls back to the latest good one"
+            )
         aside = path.with_name(f"{CORRUPT_PREFIX}{path.name}")
         shutil.rmtree(aside, ignore_errors=True)
         os.replace(path, aside)
@@ -199,7 +207,8 @@ def require_complete_stage(folder: str | Path) -> None:
             f"{folder} holds no finished stage{hint}: {MARKER} is missing or lists files that "
             "changed. Finish that stage (rerun it with --resume) before starting the next."
         )
-    bad = corrupted_files(folder)
+    # the main process reads every file once; the other ranks load what it vouched for
+    bad = corrupted_files(folder) if int(os.environ.get("RANK", "0")) == 0 else []
     if bad:
         raise ValueError(
             f"{folder} is corrupted: {', '.join(bad)} changed after the stage saved it (content "

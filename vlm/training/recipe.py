@@ -28,6 +28,7 @@ from transformers import SchedulerType
 from vlm.data import DataConfig
 from vlm.schema import (
     STRICT,
+    Integer,
     NonNegativeFloat,
     NonNegativeInt,
     PositiveFloat,
@@ -177,7 +178,7 @@ class TrainSpec:
     gradient_accumulation_steps: PositiveInt = 1
     global_batch_size: PositiveInt | None = None
     num_train_epochs: PositiveFloat = 1.0
-    max_steps: Annotated[int, AfterValidator(_steps_or_minus_one)] = -1
+    max_steps: Annotated[Integer, AfterValidator(_steps_or_minus_one)] = -1
     learning_rate: NonNegativeFloat = 2e-5
     lr_scheduler_type: Annotated[str, AfterValidator(_scheduler)] = "cosine"
     warmup_steps: NonNegativeFloat = 0.03

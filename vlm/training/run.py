@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import shutil
 from pathlib import Path
@@ -96,14 +97,14 @@ def train(recipe: Recipe) -> Path:
         model = apply_lora(model, plans, spec.lora, base, spec.activation_checkpointing)
     args = training_arguments(spec, settings)
     if checkpoint is not None:
-        checkpoint = verified_checkpoint(checkpoint, main)
+        checkpoint = verified_checkpoint(checkpoint, spec, output_dir, main)
     if main:
         remove_incomplete(output_dir)  # killed saves; never chosen by resume_point anyway
         if checkpoint is not None:
             (output_dir / MARKER).unlink(missing_ok=True)  # the stage is unfinished again
             discard_newer(output_dir, checkpoint)
             print(f"[radio-vlm] resuming from {checkpoint}", flush=True)
-    if checkpoint is not None and is_last_step(checkpoint):
+    if checkpoint is not None and is_last_step(checkpoint, spec):
         # the run was killed during its final save: every step is done, so no step is run
         # again (the Trainer would train one more at learning rate 0); only the save is redone
         return finish_from(checkpoint, model, processor, output_dir, recipe.stage, main)
@@ -169,10 +170,14 @@ def train(recipe: Recipe) -> Path:
     return output_dir
 
 
-def is_last_step(checkpoint: Path) -> bool:
-    """The checkpoint was saved after the stage's last step (global_step >= max_steps)."""
+def is_last_step(checkpoint: Path, spec: TrainSpec) -> bool:
+    """The checkpoint was saved after the last step of the schedule this run asks for (the
+    same max_steps, or epochs): a longer schedule continues from it instead."""
     state = json.loads((checkpoint / TRAINER_STATE).read_text(encoding="utf-8"))
-    return state.get("max_steps", 0) > 0 and state["global_step"] >= state["max_steps"]
+    done = state.get("max_steps", 0) > 0 and state["global_step"] >= state["max_steps"]
+    if spec.max_steps > 0:
+        return done and spec.max_steps == state["max_steps"]
+    return done and state.get("num_train_epochs") == math.ceil(spec.num_train_epochs)
 
 
 def finish_from(
@@ -281,19 +286,39 @@ def resolve_bf16(wanted: bool | None, use_cpu: bool) -> bool:
     return wanted
 
 
-def verified_checkpoint(checkpoint: Path, main: bool) -> Path | None:
+def verified_checkpoint(
+    checkpoint: Path, spec: TrainSpec, output_dir: Path, main: bool
+) -> Path | None:
     """The resume point after the main process checked its contents against the hashes
-    recorded at save time (falling back to an earlier checkpoint if they differ), the same on
-    every rank. None: no good checkpoint is left, and the stage starts fresh."""
-    chosen = [verified_resume_point(checkpoint) if main else None]
+    recorded at save time, the same on every rank (an error too, so no rank waits alone).
+    The run's own latest checkpoint falls back to an earlier good one; with resume: auto and
+    none left the stage starts fresh, with resume: true that is an error; a checkpoint the
+    user named must be good itself."""
+    own = Path(checkpoint).resolve().parent == output_dir.resolve() and spec.resume in (
+        "auto",
+        True,
+    )
+    outcome: list[Any] = [None, None]  # [chosen checkpoint, error message]
+    if main:
+        try:
+            outcome[0] = verified_resume_point(checkpoint, fall_back=own)
+        except ValueError as err:
+            outcome[1] = str(err)
+        if outcome[0] is None and outcome[1] is None and spec.resume is True:
+            outcome[1] = (
+                f"train.resume=true but no uncorrupted checkpoint is left in {output_dir}; "
+                "use resume: auto to start fresh"
+            )
     if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.broadcast_object_list(chosen, src=0)
-    if main and chosen[0] is None:
+        torch.distributed.broadcast_object_list(outcome, src=0)
+    if outcome[1] is not None:
+        raise RecipeError(outcome[1])
+    if main and outcome[0] is None:
         print(
-            f"[radio-vlm] no uncorrupted checkpoint is left; starting {checkpoint.parent} afresh",
+            f"[radio-vlm] no uncorrupted checkpoint is left; starting {output_dir} afresh",
             flush=True,
         )
-    return chosen[0]
+    return outcome[0]
 
 
 def resume_point(spec: TrainSpec, output_dir: Path) -> Path | None:

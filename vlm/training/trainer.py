@@ -59,7 +59,13 @@ class VLMTrainer(Trainer):
 
     def training_step(self, model: Any, inputs: Any, num_items_in_batch: Any = None) -> Any:
         loss = super().training_step(model, inputs, num_items_in_batch)
-        if self.nonfinite == "error" and not torch.isfinite(loss).all():
+        # one process: stop at the micro-batch; several: the gradient norm (global, the same
+        # on every rank) decides, so no rank raises while the others wait in a collective
+        if (
+            self.nonfinite == "error"
+            and self.args.world_size == 1
+            and not torch.isfinite(loss).all()
+        ):
             raise NonFiniteError(
                 f"the training loss is {loss.item()} at step {self.state.global_step + 1} "
                 f"(epoch {self.state.epoch or 0:.2f}); the model's weights are intact up to the "
@@ -70,7 +76,8 @@ class VLMTrainer(Trainer):
 
     def _get_grad_norm(self, model: Any, grad_norm: Any = None) -> Any:
         norm = super()._get_grad_norm(model, grad_norm)
-        if norm is None or math.isfinite(float(norm)):
+        # fp16 loss scaling overflows on purpose (the scaler skips those steps itself)
+        if norm is None or self.args.fp16 or math.isfinite(float(norm)):
             return norm
         step = self.state.global_step + 1
         if self.nonfinite == "error":

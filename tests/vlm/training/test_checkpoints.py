@@ -123,3 +123,12 @@ def test_markers_written_before_hashes_still_count_by_size(tmp_path):
     record["files"] = {name: entry["size"] for name, entry in record["files"].items()}
     (folder / MARKER).write_text(json.dumps(record))
     assert is_complete(folder) and verified_resume_point(folder) == folder
+
+
+def test_a_named_checkpoint_must_be_good_itself_and_is_never_moved(tmp_path):
+    for step in (2, 4):
+        fake_checkpoint(tmp_path, step)
+    (tmp_path / "checkpoint-4" / "model.safetensors").write_bytes(b"v" * 100)
+    with pytest.raises(ValueError, match=r"checkpoint-4 is corrupted: model\.safetensors"):
+        verified_resume_point(tmp_path / "checkpoint-4", fall_back=False)
+    assert (tmp_path / "checkpoint-4").is_dir() and not (tmp_path / "corrupt-checkpoint-4").exists()

@@ -24,9 +24,9 @@ BAD = [
     ("train.gradient_accumulation_steps=0", r"gradient_accumulation_steps must be >= 1; got 0"),
     ("train.per_device_train_batch_size=0", r"per_device_train_batch_size must be >= 1; got 0"),
     ("train.global_batch_size=-8", r"global_batch_size must be >= 1; got -8"),
-    ("train.learning_rate=-1e-3", r"learning_rate must be >= 0.0; got '-1e-3'"),
+    ("train.learning_rate=-1e-3", r"learning_rate must be >= 0; got '-1e-3'"),
     ("train.learning_rate=fast", r"learning_rate must be a number; got 'fast'"),
-    ("train.save_steps=0", r"train.save_steps must be > 0.0; got 0"),
+    ("train.save_steps=0", r"train.save_steps must be > 0; got 0"),
     ("train.save_total_limit=0", r"save_total_limit must be >= 1; got 0"),
     ("train.stop_at_step=0", r"stop_at_step must be >= 1; got 0"),
     (
@@ -47,6 +47,8 @@ BAD = [
     ("data.num_samples=0", r"data.num_samples must be >= 1; got 0"),
     ("data.max_aspect_ratio=0.5", r"data.max_aspect_ratio must be >= 1.0; got 0.5"),
     ("data.synthdoc.levels=[easy, tricky]", r"levels must be a non-empty subset"),
+    ("model.num_tokens=true", r"model.num_tokens: must be a number, not true"),
+    ("train.max_steps=yes", r"train.max_steps: must be a number, not true"),
 ]
 
 
@@ -60,6 +62,7 @@ def test_yaml_loose_scalars_are_read_as_their_type():
     recipe = recipe_from_dict(MINIMAL, ["train.per_device_train_batch_size='256'"])
     assert recipe.train.per_device_train_batch_size == 256  # was: '<' not supported mid-run
     assert recipe_from_dict(MINIMAL, ["train.learning_rate=1e-3"]).train.learning_rate == 1e-3
+    assert recipe_from_dict(MINIMAL, ["data.subset=2023"]).data.subset == "2023"  # a name
 
 
 def test_every_problem_is_reported_at_once():

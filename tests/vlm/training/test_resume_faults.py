@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 from train_helpers import losses, tiny_recipe
 
 from vlm.projector import Projector
+from vlm.schema import RecipeError
 from vlm.training import train
 from vlm.training.checkpoints import MARKER, latest_checkpoint
 from vlm.training.trainer import NonFiniteError
@@ -96,3 +97,24 @@ def test_a_kill_during_the_final_save_redoes_only_the_save(tmp_path, capsys):
     final, expected = (load_file(d / "model.safetensors") for d in (killed, full))
     assert set(final) == set(expected)
     assert [k for k in final if not torch.equal(final[k], expected[k])] == []
+
+
+def test_a_longer_schedule_continues_from_the_last_checkpoint(tmp_path, capsys):
+    out = tmp_path / "run"
+    train(tiny_recipe("stage1_align", out, *SFT, "train.max_steps=4"))
+    capsys.readouterr()
+    longer = [*SFT, "train.max_steps=6", f"train.resume={out / 'checkpoint-4'}"]
+    train(tiny_recipe("stage1_align", out, *longer))
+    assert "finished from" not in capsys.readouterr().out
+    assert sorted(losses(out)) == [1, 2, 3, 4, 5, 6]  # steps 5 and 6 were trained
+
+
+def test_resume_true_with_only_corrupted_checkpoints_is_an_error(tmp_path):
+    out = tmp_path / "run"
+    train(tiny_recipe("stage1_align", out, *SFT, "train.stop_at_step=2"))
+    weights = out / "checkpoint-2" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-8:] = b"\x00" * 8
+    weights.write_bytes(bytes(data))
+    with pytest.raises(RecipeError, match="no uncorrupted checkpoint is left"):
+        train(tiny_recipe("stage1_align", out, *SFT, "train.resume=true"))
