@@ -59,8 +59,21 @@ def run(args: argparse.Namespace) -> int:
     overrides = list(args.override)
     if args.resume is not None:
         overrides.append(f"train.resume={args.resume}")
-    train(load_recipe(args.recipe, overrides))
+    try:
+        train(load_recipe(args.recipe, overrides))
+    finally:
+        _close_process_group()
     return 0
+
+
+def _close_process_group() -> None:
+    """Tear the process group down before the interpreter exits: left to exit, its
+    communication threads can abort a rank ("terminate called without an active exception")
+    after the stage has finished, failing the launch."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _launch(args: argparse.Namespace) -> int:
