@@ -120,8 +120,8 @@ def warm_up_dense(
     usable = [r for r in records if "items" in r.meta]
     if not usable:
         raise ValueError(
-            "the dense stage 0 needs synthdoc records of the dense level (meta['items'] gives "
-            "the per-patch targets); generate them with levels=('dense',)"
+            "the dense stage 0 needs synthdoc records of a dense level (meta['items'] gives "
+            "the per-patch targets); generate them with levels=('dense',) or ('dense-lite',)"
         )
     sizes = [image_size] if isinstance(image_size, int) else list(image_size)
     patch = encoder.patch_size

@@ -21,7 +21,8 @@ word perfectly (held out) after ~200 steps. ``medium`` = 2 words / 3-4 form line
 random letters, smaller text, some noise. ``hard`` = up to 3 words, tables, 4-6 form lines,
 prices, rotated lines, noisier backgrounds, large pages (``page_prob``). ``dense`` = several
 small items on a mostly blank page, one asked (``synthdoc_dense``; per-patch character targets
-from ``dense_targets``): the level where what a token compressor keeps matters.
+from ``dense_targets``): the level where what a token compressor keeps matters;
+``dense-lite`` = the same pages, asking for the one item of its kind (a word among numbers).
 
 Determinism: record ``i`` depends only on (``config``, ``i``): it is drawn from its own RNG,
 so the same config gives the same records however many are drawn. ``meta`` holds what was
@@ -50,6 +51,7 @@ from .synthdoc_config import (
     SynthDocConfig,
 )
 from .synthdoc_dense import BUILDERS as DENSE_BUILDERS
+from .synthdoc_dense import LITE_BUILDERS
 from .synthdoc_draw import Page, render
 from .synthdoc_styles import BUILDERS
 
@@ -101,7 +103,7 @@ def plan_record(index: int, config: SynthDocConfig) -> Plan:
     rng = random.Random(f"synthdoc/{config.seed}/{index}")  # str seeds hash stably (sha512)
     style, level = rng.choice(config.styles), rng.choice(config.levels)
     ctx = StyleContext(rng, config, level)
-    builders = DENSE_BUILDERS if level == "dense" else BUILDERS
+    builders = {"dense": DENSE_BUILDERS, "dense-lite": LITE_BUILDERS}.get(level, BUILDERS)
     page, question, answers, meta = builders[style](ctx)
     page.noise_seed = rng.getrandbits(63)
     meta = {"level": level, "index": index, "seed": config.seed, **meta}

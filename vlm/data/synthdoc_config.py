@@ -14,8 +14,9 @@ from ..schema import STRICT
 from .synthdoc_draw import fit_size, text_width
 
 STYLES = ("textvqa", "docvqa", "ocrbench")
-LEVELS = ("easy", "medium", "hard", "dense")  # dense: synthdoc_dense
-DEFAULT_LEVELS = LEVELS[:3]  # dense is asked for by name
+LEVELS = ("easy", "medium", "hard", "dense", "dense-lite")  # dense*: synthdoc_dense
+DEFAULT_LEVELS = LEVELS[:3]  # the dense levels are asked for by name
+DENSE_LEVELS = LEVELS[3:]
 # fmt: off
 WORDS = (
     "apple", "river", "stone", "cloud", "green", "house", "music", "paper", "train", "water",
@@ -48,7 +49,7 @@ class StyleContext:
         self.rng, self.config, self.level = rng, config, level
         self.font_path = rng.choice(config.fonts) if config.fonts else None
         s = config.image_size
-        shrink = {"easy": 1.0, "medium": 0.8, "hard": 0.65, "dense": 1.0}[level]
+        shrink = {"easy": 1.0, "medium": 0.8, "hard": 0.65}.get(level, 1.0)
         lo, hi = (max(config.min_font_size, round(f * s * shrink)) for f in config.font_scale)
         self.sizes = range(config.min_font_size, hi + 1)
         self.preferred = range(lo, hi + 1)  # sizes tried first: the level's range

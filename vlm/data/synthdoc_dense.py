@@ -13,6 +13,18 @@ character), so a word covers a handful of 8 px patches and the page is mostly ba
   image?"
 
 Answers come from ``WORDS`` (about 100) and numbers, so the answer vocabulary is large.
+
+``dense-lite`` (``LITE_BUILDERS``) keeps the page (small items, mostly background, the same
+font) but asks for the one item of its kind, so a reader needs no position or key lookup:
+
+- ``textvqa``:  one word and two 3-5 digit strings; "What word is written on the page?"
+- ``docvqa``:   one "key: value" line and two distractors of the other kind (a word value
+  among numbers, a number among words); "What is the total?"
+- ``ocrbench``: one number (2-4 digits) and two words; "What number is written in the image?"
+
+The tiny quickstart LLM learns to read these in CPU minutes (shared/notes/
+dense-world-calibration.md: one word and two digit strings, the ``textvqa`` kind here); on the
+full ``dense`` level it did not (README, the dense world).
 ``meta["items"]`` records every drawn line (text, x, y, font size, font file), from which
 ``dense_targets`` labels each patch with the character whose ink covers it most (or background):
 the per-patch targets of the dense stage 0.
@@ -89,6 +101,44 @@ def _ocrbench(ctx: StyleContext) -> tuple[Page, str, list[str], dict]:
 
 
 BUILDERS = {"textvqa": _textvqa, "docvqa": _docvqa, "ocrbench": _ocrbench}
+
+
+def _lite_textvqa(ctx: StyleContext) -> tuple[Page, str, list[str], dict]:
+    word = ctx.word()
+    items = _scatter(ctx, [word, ctx.digits(3, 5, number=False), ctx.digits(3, 5, number=False)])
+    page = _page(ctx, items)
+    return page, "what word is written on the page?", [word], _meta(items, items[0], word, "word")
+
+
+def _lite_docvqa(ctx: StyleContext) -> tuple[Page, str, list[str], dict]:
+    key = ctx.rng.choice((*WORD_KEYS, *NUMBER_KEYS))
+    if key in WORD_KEYS:
+        value, others = ctx.word(), [ctx.digits(2, 4), ctx.digits(2, 4)]
+    else:
+        value, others = ctx.digits(2, 4), [ctx.word(), ctx.word()]
+    items = _scatter(ctx, [f"{key}: {value}", *others])
+    return _page(ctx, items), f"What is the {key}?", [value], _meta(items, items[0], value, "form")
+
+
+def _lite_ocrbench(ctx: StyleContext) -> tuple[Page, str, list[str], dict]:
+    number = ctx.digits(2, 4)
+    items = _scatter(ctx, [number, ctx.word(), ctx.word()])
+    meta = _meta(items, items[0], number, "number") | {"question_type": DIGITS}
+    return _page(ctx, items), "What number is written in the image?", [number], meta
+
+
+LITE_BUILDERS = {"textvqa": _lite_textvqa, "docvqa": _lite_docvqa, "ocrbench": _lite_ocrbench}
+
+
+def _scatter(ctx: StyleContext, texts: list[str]) -> list[TextItem]:
+    """``texts`` at random non-overlapping places; the first (the answer) is always drawn."""
+    size = dense_font_size(ctx.config.image_size)
+    width = text_width(texts[0], size, ctx.font_path)
+    x, y = ctx.place(width, line_height(size, ctx.font_path), (ctx.config.image_size,) * 2)
+    items = [TextItem(texts[0], (x, y), size, (15, 15, 15), ctx.font_path)]
+    for text in texts[1:]:
+        items += _free_spot(ctx, text, size, [it.box for it in items])
+    return items
 
 
 def dense_targets(items: Sequence[Sequence], image_size: int, grid: int) -> np.ndarray:

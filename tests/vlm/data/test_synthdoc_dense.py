@@ -19,11 +19,13 @@ def records():
     return list(generate_records(60, CONFIG))
 
 
-def ink(image, grid: int, threshold: int = 240) -> np.ndarray:
-    """[grid, grid] bool: the patch has a pixel darker than the paper (250)."""
+def ink(image, grid: int, threshold: int = 240, min_pixels: int = 1) -> np.ndarray:
+    """[grid, grid] bool: the patch has ``min_pixels`` pixels darker than ``threshold`` (the
+    paper is 250)."""
     pixels = np.asarray(image.convert("L"))
     side = pixels.shape[0] // grid
-    return (pixels.reshape(grid, side, grid, side) < threshold).any(axis=(1, 3))
+    dark = (pixels.reshape(grid, side, grid, side) < threshold).sum(axis=(1, 3))
+    return dark >= min_pixels
 
 
 def test_every_style_asks_one_of_several_items(records):
@@ -39,15 +41,39 @@ def test_every_style_asks_one_of_several_items(records):
     assert len(answers) >= 100  # a large answer vocabulary: words and numbers
 
 
+def test_the_lite_level_asks_the_one_item_of_its_kind():
+    config = SynthDocConfig(image_size=128, levels=("dense-lite",), seed=3)
+    records = list(generate_records(300, config))
+    assert {r.style for r in records} == {"textvqa", "docvqa", "ocrbench"}
+    for r in records:
+        texts, answer = r.meta["texts"], r.answers[0]
+        assert r.image.size == (128, 128) and len(texts) == 3  # the answer and two distractors
+        assert texts[0].endswith(answer) and not any(answer in t for t in texts[1:])
+        # the answer is the only item of its kind: a word among numbers or the reverse
+        kinds = [t.split(": ")[-1].isdigit() for t in texts]
+        assert kinds[0] != kinds[1] and kinds[1] == kinds[2], texts
+        if r.style == "textvqa":
+            assert r.question == "what word is written on the page?" and answer.isalpha()
+        if r.style == "docvqa":
+            assert r.question == f"What is the {texts[0].split(':')[0]}?"
+        if r.style == "ocrbench":
+            assert answer.isdigit() and 2 <= len(answer) <= 4
+    assert len({r.answers[0] for r in records}) >= 100  # words and numbers
+    assert "items" in records[0].meta  # the dense stage 0's targets
+
+
 def test_the_default_levels_do_not_include_dense():
-    assert "dense" not in SynthDocConfig().levels
+    assert not {"dense", "dense-lite"} & set(SynthDocConfig().levels)
 
 
-def test_targets_line_up_with_the_rendered_ink(records):
+@pytest.mark.parametrize("level", ["dense", "dense-lite"])
+def test_targets_line_up_with_the_rendered_ink(level):
+    records = list(generate_records(60, SynthDocConfig(image_size=128, levels=(level,), seed=3)))
     labelled = blank_labelled = dark = dark_unlabelled = 0
     for r in records:
         labels = dense_targets(r.meta["items"], 128, 16) != BACKGROUND
-        any_ink, solid = ink(r.image, 16), ink(r.image, 16, threshold=128)
+        # solid: a stroke's worth of dark pixels (6 of 64), not a glyph's 1 px edge
+        any_ink, solid = ink(r.image, 16), ink(r.image, 16, threshold=128, min_pixels=6)
         assert labels.shape == (16, 16)
         assert labels.sum() >= 0.5 * solid.sum()  # every page: most inked patches labelled
         labelled, blank_labelled = (
