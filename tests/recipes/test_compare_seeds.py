@@ -88,6 +88,10 @@ def test_shipped_dense_grids_load():
     ]
     assert main_grid.schedule_obj.warmup_objective == "dense"
     assert main_grid.settings_obj.levels == ("dense",) and main_grid.settings_obj.vocabulary is None
+    lite = load_grid("recipes/compare/dense_lite.yaml")
+    assert [c.key for c in lite.expand()] == [c.key for c in main_grid.expand()]
+    assert lite.settings_obj.levels == ("dense-lite",) and len(lite.settings_obj.vocabulary) == 20
+    assert lite.schedule_obj == main_grid.schedule_obj  # one schedule for both dense grids
     wide = load_grid("recipes/compare/dense_world_wide.yaml")
     keys = [c.key for c in wide.expand()]
     assert "tiny-none-kall" in keys and "tiny-tome-k16-r256" in keys and len(keys) == len(set(keys))

@@ -28,7 +28,9 @@ STAGE_MODES: dict[str, dict[str, str]] = {
     "pretrain": {"encoder": "frozen", "projector": "full", "llm": "full"},
     "sft": {"encoder": "full", "projector": "full", "llm": "full"},
 }
-ENCODER_LR_SCALE = 0.1  # VILA trains the tower with a lower LR than the LLM (paper 5.1)
+# Our choice: the paper gives no learning rates (it only says the encoder unfreezes in SFT);
+# LLaVA-NeXT / OneVision's scripts likewise give the tower a lower LR (2e-6 vs 1e-5).
+ENCODER_LR_SCALE = 0.1
 
 # VisionLanguageModel attribute of each recipe module name
 ATTRIBUTES = {"encoder": "vision_tower", "projector": "projector", "llm": "language_model"}
