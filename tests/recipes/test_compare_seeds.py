@@ -92,6 +92,15 @@ def test_shipped_dense_grids_load():
     assert [c.key for c in lite.expand()] == [c.key for c in main_grid.expand()]
     assert lite.settings_obj.levels == ("dense-lite",) and len(lite.settings_obj.vocabulary) == 20
     assert lite.schedule_obj == main_grid.schedule_obj  # one schedule for both dense grids
+    k64 = load_grid("recipes/compare/dense_lite_k64.yaml")  # shares dense_lite's folder
+    assert (k64.name, k64.settings_obj, k64.schedule_obj) == (
+        lite.name,
+        lite.settings_obj,
+        lite.schedule_obj,
+    )
+    assert [c.key for c in k64.expand()] == [
+        f"tiny-{m}-k64" for m in ("tome", "avgpool", "unshuffle")
+    ]
     wide = load_grid("recipes/compare/dense_world_wide.yaml")
     keys = [c.key for c in wide.expand()]
     assert "tiny-none-kall" in keys and "tiny-tome-k16-r256" in keys and len(keys) == len(set(keys))
