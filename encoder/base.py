@@ -54,6 +54,12 @@ class VisionEncoder(nn.Module):
     # Where the weights came from, for the record (registry name, hub id or folder), if known.
     source: str | None = None
 
+    @property
+    def pixel_mean(self) -> tuple[float, float, float] | None:
+        """The per-channel mean (RGB in [0, 1]) the tower normalises pixels by, if it has
+        one: the image processor's ``pad`` mode fills with it, so padding normalises to 0."""
+        return None
+
     def drop_adaptors(self) -> None:
         """Free parts that only serve outputs a VLM does not use (RADIO's teacher heads);
         nothing to free by default."""
@@ -62,13 +68,16 @@ class VisionEncoder(nn.Module):
     def image_processor(self) -> ImageProcessor:
         """The default resolution policy: keep-aspect, longest side = the preferred
         resolution rounded to the patch and capped by ``max_resolution`` (SigLIP's 384 px at
-        patch 14 becomes 378)."""
+        patch 14 becomes 378); ``pad`` mode's colour is ``pixel_mean`` when the tower has one."""
         p = self.patch_size
         cap = self.max_resolution // p * p
+        mean = self.pixel_mean
+        colour = {} if mean is None else {"pad_color": tuple(min(max(c, 0.0), 1.0) for c in mean)}
         return ImageProcessor(
             patch_size=p,
             resolution=min(_round_to(max(self.preferred_resolution), p), cap),
             max_resolution=self.max_resolution,
+            **colour,
         )
 
     def encode(self, images: Sequence[Tensor]) -> list[EncoderOutput]:

@@ -116,6 +116,11 @@ class HFVisionTower(VisionEncoder):
         """cls + register tokens in front of the patch tokens."""
         return 0
 
+    @property
+    def pixel_mean(self) -> tuple[float, float, float]:
+        """The checkpoint's ``image_mean`` (the buffer ``normalize`` uses)."""
+        return tuple(self.image_mean.flatten().tolist())
+
     def get_config(self) -> dict[str, Any]:
         """Everything needed to rebuild this tower's modules (not its weights) with
         ``from_config``: a VLM checkpoint stores it and loads the weights itself."""

@@ -13,8 +13,14 @@ Every "resolution" here is a length of the image's LONGEST side, in pixels. Size
   on the bottom and the right, so its patches keep their positions from the top-left corner.
 - ``native``:      the image's own size; when its longest side is outside
   [min_resolution, max_resolution] it is scaled (keeping aspect) to the nearest end.
+- ``pad``:         LLaVA / VILA's ``expand2square``: the image is centred on a square of its
+  longest side filled with ``pad_color`` (the encoder's normalisation mean, so the padding
+  normalises to zero), then resized to resolution x resolution. Every image then has the
+  same square grid (768 px, patch 16: 48 x 48 = 2304 patches, so ToMe at K = 256 merges
+  r = 2048 whatever the page's shape, the paper's setup). Not ``keep-aspect`` + ``pad=True``,
+  which pads with black on the bottom/right only and keeps the content's patch-rounded size.
 
-Then each side is rounded to the nearest multiple of the patch (halves round up), and never
+Then (all modes but ``pad``) each side is rounded to the nearest multiple of the patch (halves round up), and never
 below one patch. With ``min_patches`` (a VLM with a fixed budget of K tokens sets it to K) a
 very elongated image whose grid would have fewer patches is stretched along its short side
 (then both sides, if need be) until it has at least that many. A target whose longest side
@@ -30,6 +36,7 @@ converted to RGB, NaN pixels refused.
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,6 +46,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
+from transformers.image_utils import OPENAI_CLIP_MEAN
 
 from .image_loading import DEFAULT_MAX_PIXELS, load_image, to_rgb
 
@@ -53,7 +61,10 @@ __all__ = [
 ]
 
 Resampling = Image.Resampling
-MODES = ("fixed", "keep-aspect", "native")
+MODES = ("fixed", "keep-aspect", "native", "pad")
+# What LLaVA / VILA pad with (the CLIP processor's mean), also RADIO's default conditioner
+# mean; encoders set their own (``VisionEncoder.pixel_mean``).
+DEFAULT_PAD_COLOR: tuple[float, float, float] = tuple(float(c) for c in OPENAI_CLIP_MEAN)
 
 
 class ResolutionWarning(UserWarning):
@@ -67,10 +78,12 @@ class ImageProcessor:
     patch_size:     the encoder's patch; every output side is a multiple of it.
     resolution:     longest side for ``fixed`` / ``keep-aspect`` (a multiple of the patch).
     max_resolution: the encoder's largest supported side; larger targets are scaled down.
-    mode:           "fixed" | "keep-aspect" | "native".
+    mode:           "fixed" | "keep-aspect" | "native" | "pad".
     min_resolution: ``native`` only: smaller images are scaled up until their longest side is
                     this (default: one patch).
     pad:            ``keep-aspect`` only: pad to resolution x resolution (black, bottom/right).
+    pad_color:      ``pad`` mode's fill, RGB in [0, 1] (3 floats); drawn as 0-255 RGB
+                    ``int(c * 255)`` as LLaVA's ``expand2square`` does.
     min_patches:    the fewest patches an image may have (stretching its short side).
     resample:       PIL filter for resizing (enum, int or name such as "bicubic").
     max_pixels:     larger images are refused (``ImageLoadError``), from a file's header
@@ -83,6 +96,7 @@ class ImageProcessor:
     mode: str = "keep-aspect"
     min_resolution: int | None = None
     pad: bool = False
+    pad_color: tuple[float, float, float] = DEFAULT_PAD_COLOR
     resample: Resampling = Resampling.BICUBIC
     min_patches: int | None = None
     max_pixels: int | None = DEFAULT_MAX_PIXELS
@@ -129,6 +143,8 @@ class ImageProcessor:
                 f"pad=True only applies to mode='keep-aspect' (mode is {self.mode!r}); "
                 "drop pad or use mode='keep-aspect'"
             )
+        # frozen dataclass: normalise once so equality and to_dict are canonical (JSON: a list)
+        object.__setattr__(self, "pad_color", unit_rgb("pad_color", self.pad_color))
         if self.min_patches is not None:
             side = self._cap // p
             if positive_int("min_patches", self.min_patches) > side * side:
@@ -167,7 +183,7 @@ class ImageProcessor:
     def _scaled_size(self, height: int, width: int) -> tuple[int, int]:
         h, w = positive_int("height", height), positive_int("width", width)
         p, long = self.patch_size, max(h, w)
-        if self.mode == "fixed":
+        if self.mode in ("fixed", "pad"):  # pad: the square canvas is what gets resized
             return self.resolution, self.resolution
         if self.mode == "keep-aspect":
             num, den = self.resolution, long  # scale = resolution / longest side
@@ -202,6 +218,9 @@ class ImageProcessor:
         rgb = load_image(image, max_pixels=self.max_pixels)
         w, h = rgb.size
         rh, rw = self.resize_size(h, w)
+        if self.mode == "pad":
+            rgb = self._pad_to_square(rgb)
+            w = h = self.resolution
         if (rh, rw) != (h, w):
             rgb = rgb.resize((rw, rh), resample=self.resample)
         pixels = pil_to_tensor(rgb)
@@ -211,6 +230,21 @@ class ImageProcessor:
             out[:, :rh, :rw] = pixels
             pixels = out
         return pixels
+
+    def _pad_to_square(self, rgb: Image.Image) -> Image.Image:
+        """A resolution x resolution canvas of ``pad_color`` with the image centred on it,
+        its longest side = resolution: ``expand2square`` followed by a resize, done in the
+        other order (resize, then pad) so that a very elongated image never makes a canvas of
+        its longest side squared."""
+        w, h = rgb.size
+        res, long = self.resolution, max(w, h)
+        cw, ch = (max(1, (2 * side * res + long) // (2 * long)) for side in (w, h))
+        if (cw, ch) != (w, h):
+            rgb = rgb.resize((cw, ch), resample=self.resample)
+        fill = tuple(int(c * 255) for c in self.pad_color)  # expand2square's 0-255 colour
+        canvas = Image.new("RGB", (res, res), fill)
+        canvas.paste(rgb, ((res - cw) // 2, (res - ch) // 2))
+        return canvas
 
     def __call__(self, images: Any) -> list[Tensor]:
         """One image or a list/tuple of images -> list of [3, H_i, W_i] float32 in [0, 1]."""
@@ -229,6 +263,7 @@ class ImageProcessor:
             "mode": self.mode,
             "min_resolution": self.min_resolution,
             "pad": self.pad,
+            "pad_color": list(self.pad_color),
             "resample": self.resample.name.lower(),
             "min_patches": self.min_patches,
             "max_pixels": self.max_pixels,
@@ -274,6 +309,19 @@ def positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive integer; got {value!r}")
     return value
+
+
+def unit_rgb(name: str, value: Any) -> tuple[float, float, float]:
+    """Three numbers in [0, 1] (an RGB colour) as a tuple of floats, else a ValueError."""
+    items = list(value) if isinstance(value, (list, tuple)) else None
+    if (
+        items is None
+        or len(items) != 3
+        or any(isinstance(c, bool) or not isinstance(c, numbers.Real) for c in items)
+        or not all(0.0 <= c <= 1.0 for c in items)  # NaN fails this too
+    ):
+        raise ValueError(f"{name} must be 3 numbers in [0, 1] (RGB); got {value!r}")
+    return tuple(float(c) for c in items)
 
 
 def resampling(value: Any) -> Resampling:

@@ -66,6 +66,12 @@ class RadioEncoder(VisionEncoder):
         self.adaptor_names = self._check_adaptors(adaptor_names or [])
         if aggregation not in AGGREGATIONS:
             raise ValueError(f"aggregation must be one of {AGGREGATIONS}; got {aggregation!r}")
+        if aggregation == "dense" and feature_layers is None:
+            raise ValueError(
+                "aggregation='dense' averages the blocks of each group ending at a chosen "
+                "block; give feature_layers too (e.g. [9, 19, 30, 31] for 32 blocks: the "
+                "groups 0-9, 10-19, 20-30, 31)"
+            )
         self.aggregation = aggregation
         self.feature_layers = None if feature_layers is None else self._check_layers(feature_layers)
         if blockwise_tome is not None and feature_layers is not None:
@@ -85,6 +91,11 @@ class RadioEncoder(VisionEncoder):
     def source(self) -> str | None:
         """The RADIO version the checkpoint names (a registry name), if it names one."""
         return self.version
+
+    @property
+    def pixel_mean(self) -> tuple[float, float, float]:
+        """The input conditioner's mean (``RadioConfig.norm_mean``, the checkpoint's own)."""
+        return tuple(float(v) for v in self.config.norm_mean)
 
     def drop_adaptors(self) -> None:
         """Free the teacher heads (adaptors): ``forward`` then returns no ``adaptors``."""
