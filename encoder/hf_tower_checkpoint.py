@@ -54,6 +54,7 @@ def load_tower(
     image_mean: Sequence[float] | None = None,
     image_std: Sequence[float] | None = None,
     blockwise_tome: int | None = None,
+    aggregation: str = "sparse",
 ) -> HFVisionTower:
     """Load a SigLIP / SigLIP2 / CLIP / DINOv2 vision tower: a registry name (``ENCODERS``),
     a hub id or a local folder (``config.json`` + weights, optionally
@@ -63,7 +64,15 @@ def load_tower(
     attn_implementation: "sdpa", "eager", ... as transformers' ``from_pretrained``.
     image_mean/std:      override the checkpoint's normalisation.
     blockwise_tome:      K, to merge tokens inside every block down to K (``HFVisionTower``).
+    aggregation:         "sparse" only: feature_layers are single blocks (the argument exists so
+                         that asking a tower for RADIO's dense averaging is a clear error).
     """
+    if aggregation != "sparse":
+        raise ValueError(
+            f"aggregation={aggregation!r}: dense layer averaging is RADIO's (its intermediate "
+            "normaliser); SigLIP, CLIP and DINOv2 towers take feature_layers as single blocks, "
+            "aggregation='sparse'"
+        )
     name = str(source)
     entry = registered(name, "tower")
     repo = entry.hub_id if entry else name

@@ -14,7 +14,14 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from .compress import METHODS, Compressed, check_budget, compress, resolve_unshuffle_scale
+from .compress import (
+    DST_MODES,
+    METHODS,
+    Compressed,
+    check_budget,
+    compress,
+    resolve_unshuffle_scale,
+)
 
 SETTINGS = ("method", "num_tokens", "stride", "dst", "seed", "scale")
 DEFAULT_SETTINGS: dict[str, Any] = {
@@ -62,6 +69,8 @@ class TokenCompressor(nn.Module):
         super().__init__()
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}; got {method!r}")
+        if dst not in DST_MODES:  # here, not at the first forward: a model is built with it
+            raise ValueError(f"dst must be one of {list(DST_MODES)}; got {dst!r}")
         if method in BUDGETED_METHODS and num_tokens is None:
             raise ValueError(f"method {method!r} needs num_tokens (the budget K)")
         if method == "unshuffle" and num_tokens is None and scale is None:

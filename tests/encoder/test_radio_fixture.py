@@ -70,6 +70,12 @@ def test_feature_layers_concatenate_selected_blocks():
     torch.testing.assert_close(grid, expected, **TOL)
 
 
+def test_dense_aggregation_needs_feature_layers():
+    # it used to be ignored silently: the final features came back
+    with pytest.raises(ValueError, match=r"aggregation='dense'.*give feature_layers too"):
+        load_radio(FIXTURE, aggregation="dense")
+
+
 def test_config_is_translated_from_args_not_defaulted(encoder):
     cfg = encoder.config
     assert (cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads) == (64, 4, 4)

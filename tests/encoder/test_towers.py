@@ -185,6 +185,11 @@ def test_bad_feature_layers_are_refused(layers, message, folders):
         load_tower(folders["clip"], feature_layers=layers)
 
 
+def test_dense_aggregation_is_radio_only(folders):
+    with pytest.raises(ValueError, match=r"aggregation='dense'.* RADIO's.*aggregation='sparse'"):
+        build_encoder(folders["clip"], feature_layers=[1], aggregation="dense")
+
+
 @pytest.mark.parametrize("family", ["clip", "siglip2", "dinov2"])
 def test_sizes_must_be_multiples_of_the_patch(family, towers):
     with pytest.raises(ValueError, match="30x32 is not a multiple of the patch size 8"):
