@@ -49,7 +49,11 @@ def build_model(
         raise RecipeError("loader options (QLoRA) need model.init_from: a saved stage to load")
     else:
         model, processor = _build(spec, seed, dtype)
-    settings = {"resolution": spec.resolution, "max_pixels": spec.max_image_pixels}
+    settings = {
+        "resolution": spec.resolution,
+        "mode": spec.image_mode,
+        "max_pixels": spec.max_image_pixels,
+    }
     if changes := {k: v for k, v in settings.items() if v is not None}:  # saved with the model
         processor.image_processor = dataclasses.replace(processor.image_processor, **changes)
     return model, processor
@@ -98,9 +102,13 @@ def lora_base_of(folder: str | Path) -> Path:
 def _build(
     spec: ModelSpec, seed: int, dtype: torch.dtype | None
 ) -> tuple[VisionLanguageModel, VLMProcessor]:
-    options: dict[str, Any] = {}
-    if spec.feature_layers is not None:
-        options["feature_layers"] = spec.feature_layers
+    # encoder settings go to build_encoder only when given, so each loader keeps its defaults
+    encoder_settings = {
+        "feature_layers": spec.feature_layers,
+        "aggregation": spec.aggregation,
+        "blockwise_tome": spec.blockwise_tome,
+    }
+    options = {k: v for k, v in encoder_settings.items() if v is not None}
     markers = tuple(spec.image_markers) if spec.image_markers else None
     if markers is not None and len(markers) != 2:
         raise RecipeError(f"model.image_markers must be [start, end]; got {spec.image_markers}")
@@ -116,7 +124,7 @@ def _build(
             llm,
             tokenizer=tokenizer,
             compressor=spec.compressor,
-            num_tokens=spec.num_tokens,
+            num_tokens=spec.num_tokens,  # = blockwise_tome when set (load_recipe)
             compressor_options=spec.compressor_options,
             projector=spec.projector,
             image_markers=markers,

@@ -25,6 +25,7 @@ import yaml
 from pydantic import AfterValidator, Field
 from transformers import SchedulerType
 
+from token_merge import DST_MODES, SETTINGS
 from vlm.data import DataConfig
 from vlm.schema import (
     STRICT,
@@ -52,6 +53,8 @@ BUILD_ONLY = frozenset(
         "compressor_options",
         "projector",
         "feature_layers",
+        "aggregation",
+        "blockwise_tome",
         "image_markers",
     }
 )
@@ -70,6 +73,19 @@ def _scheduler(value: str) -> str:
     return value
 
 
+def _compressor_options(value: dict[str, Any]) -> dict[str, Any]:
+    # checked here so a typo fails when the recipe is read, not after the model is built
+    known = [k for k in SETTINGS if k not in ("method", "num_tokens")]
+    if unknown := sorted(set(value) - set(known)):
+        raise ValueError(
+            f"unknown options {unknown}; known: {known} (the method and K are model.compressor "
+            "and model.num_tokens)"
+        )
+    if "dst" in value and value["dst"] not in DST_MODES:
+        raise ValueError(f"dst must be one of {list(DST_MODES)}; got {value['dst']!r}")
+    return value
+
+
 @dataclass
 class ModelSpec:
     """What to train. Either build a new model (``encoder`` + ``llm``) or continue from the
@@ -79,20 +95,35 @@ class ModelSpec:
              (the random test RADIO of ``vlm.tiny``).
     llm:     a causal-LM hub id or folder, or "tiny" / "tiny:llama" (``vlm.tiny``).
     resolution: longest image side the processor resizes to (None: the encoder's preferred).
+    image_mode: how images are resized (``encoder.image_processing``): "fixed" (a square,
+             aspect lost), "keep-aspect" (longest side = resolution), "native" (own size,
+             within the encoder's limits) or "pad" (centred on a square of the encoder's
+             mean colour, then resolution x resolution: LLaVA / VILA's expand2square, the
+             paper's setup); None keeps the encoder's default (keep-aspect). Saved with the
+             model; may be given with init_from.
     max_image_pixels: larger images are refused (training: a counted image_too_large skip;
              inference and eval: an error), checked from the file header before decoding;
              None keeps the processor's limit (64 Mpx by default). Saved with the model.
-    compressor / num_tokens / compressor_options: the token merger and its budget K.
+    compressor / num_tokens / compressor_options: the token merger, its budget K and its
+             options (``token_merge.TokenCompressor``): ``{dst: random, seed: 0}`` puts each
+             ToMe window's destination ("sink") on a seeded random cell instead of the
+             top-left one (paper Table A10), ``{stride: [sy, sx]}`` uses whole windows,
+             ``{scale: s}`` is unshuffle's factor.
     projector: ``VLMConfig.projector`` settings (layer_norm, hidden_size, act).
     feature_layers: encoder layers whose features are used (None: the last).
+    aggregation: with feature_layers, "sparse" (each chosen block) or "dense" (each group of
+             blocks ending at a chosen one, averaged; RADIO only; paper Table 7); None: sparse.
+    blockwise_tome: K, to merge tokens inside every encoder block (ToMe on the attention keys,
+             proportional attention; paper Table A4) instead of once at the output; each
+             image then gives K tokens, so num_tokens is K (or left out) and compressor tome.
     image_markers: optional [start, end] tokens around each image's placeholders.
     dtype: dtype the weights are loaded in ("float32", "bfloat16"); None: float32. Mixed
            precision is ``train.bf16``; keep float32 weights unless memory forces otherwise.
     attn_implementation: attention kernels of the LLM and the vision tower ("sdpa",
            "flash_attention_2", "eager"); None: transformers' default (sdpa where supported).
     init_from: a finished earlier stage's output_dir (plain or LoRA); the model and processor
-           are loaded from it, so only resolution, max_image_pixels, dtype and attn_implementation may be given
-           with it.
+           are loaded from it, so only resolution, image_mode, max_image_pixels, dtype and
+           attn_implementation may be given with it.
     """
 
     __pydantic_config__ = STRICT
@@ -100,12 +131,17 @@ class ModelSpec:
     encoder: str | None = None
     llm: str | None = None
     resolution: PositiveInt | None = None
+    image_mode: Literal["fixed", "keep-aspect", "native", "pad"] | None = None
     max_image_pixels: PositiveInt | None = None
     compressor: Literal["tome", "unshuffle", "avgpool", "none"] = "tome"
     num_tokens: PositiveInt | None = 256
-    compressor_options: dict[str, Any] = field(default_factory=dict)
+    compressor_options: Annotated[dict[str, Any], AfterValidator(_compressor_options)] = field(
+        default_factory=dict
+    )
     projector: dict[str, Any] = field(default_factory=dict)
     feature_layers: list[int] | None = None
+    aggregation: Literal["sparse", "dense"] | None = None
+    blockwise_tome: PositiveInt | None = None
     image_markers: list[str] | None = None
     dtype: Literal["float32", "bfloat16", "float16"] | None = None
     attn_implementation: str | None = None
@@ -238,7 +274,7 @@ def recipe_from_dict(data: dict[str, Any], overrides: list[str] | None = None) -
     if "model" not in data or "data" not in data:
         raise RecipeError("the recipe needs the sections 'model' and 'data' (and usually 'train')")
     recipe = from_dict(Recipe, data, section="")
-    _check_model(data["model"])
+    _check_model(data["model"], recipe.model)
     return recipe
 
 
@@ -251,8 +287,9 @@ def dump_recipe(recipe: Recipe) -> str:
     return yaml.safe_dump(data, sort_keys=False)
 
 
-def _check_model(given: dict[str, Any]) -> None:
-    """On the keys the recipe GAVE (defaults cannot tell "left out" from "set to default")."""
+def _check_model(given: dict[str, Any], spec: ModelSpec) -> None:
+    """On the keys the recipe GAVE (defaults cannot tell "left out" from "set to default");
+    their values are read from ``spec`` (validated)."""
     given = {k: v for k, v in given.items() if v is not None}
     if "init_from" in given:
         if ignored := sorted(set(given) & BUILD_ONLY):
@@ -265,4 +302,29 @@ def _check_model(given: dict[str, Any]) -> None:
         raise RecipeError(
             "model needs either init_from (the previous stage's output_dir) or both encoder "
             f"and llm to build a new model; got keys {sorted(given) or 'none'}"
+        )
+    if spec.aggregation == "dense" and spec.feature_layers is None:
+        raise RecipeError(
+            "model.aggregation=dense averages groups of encoder blocks ending at each of "
+            "model.feature_layers; set feature_layers too (the paper's Table 7: [9, 19, 30, 31] "
+            "on a 32-block encoder)"
+        )
+    if spec.blockwise_tome is not None:
+        _check_blockwise(spec, num_tokens_given="num_tokens" in given)
+        spec.num_tokens = spec.blockwise_tome  # what the model will hold (and dump_recipe write)
+
+
+def _check_blockwise(spec: ModelSpec, num_tokens_given: bool) -> None:
+    """blockwise_tome: K merges inside the encoder, so the output merger must agree with it."""
+    k = spec.blockwise_tome
+    if spec.feature_layers is not None:
+        raise RecipeError(
+            f"model.blockwise_tome={k} merges tokens inside the encoder's blocks, so per-block "
+            "model.feature_layers are not available; remove one of them"
+        )
+    if spec.compressor != "tome" or (num_tokens_given and spec.num_tokens != k):
+        raise RecipeError(
+            f"model.blockwise_tome={k} gives K={k} tokens per image from the encoder itself; "
+            f"use compressor tome and num_tokens {k} (or leave them out); got compressor "
+            f"{spec.compressor!r}, num_tokens {spec.num_tokens}"
         )
