@@ -54,6 +54,11 @@ def test_from_settings_unknown_key_is_named_with_the_known_ones():
 def test_from_settings_still_validates_the_values():
     with pytest.raises(ValueError, match="method must be one of"):
         TokenCompressor.from_settings({"method": "pool"})
+    # dst too, when the model is built rather than at its first forward
+    with pytest.raises(
+        ValueError, match=r"dst must be one of \['top-left', 'random'\]; got 'centre'"
+    ):
+        TokenCompressor.from_settings({"method": "tome", "num_tokens": 4, "dst": "centre"})
 
 
 def test_the_defaults_name_every_setting_and_build_a_compressor():
