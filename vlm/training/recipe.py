@@ -25,6 +25,8 @@ import yaml
 from pydantic import AfterValidator, Field
 from transformers import SchedulerType
 
+from encoder.image_processing import MODES as IMAGE_MODES
+from encoder.radio import AGGREGATIONS
 from token_merge import DST_MODES, SETTINGS
 from vlm.data import DataConfig
 from vlm.schema import (
@@ -131,7 +133,7 @@ class ModelSpec:
     encoder: str | None = None
     llm: str | None = None
     resolution: PositiveInt | None = None
-    image_mode: Literal["fixed", "keep-aspect", "native", "pad"] | None = None
+    image_mode: Literal[IMAGE_MODES] | None = None  # the processor's modes, one list
     max_image_pixels: PositiveInt | None = None
     compressor: Literal["tome", "unshuffle", "avgpool", "none"] = "tome"
     num_tokens: PositiveInt | None = 256
@@ -140,7 +142,7 @@ class ModelSpec:
     )
     projector: dict[str, Any] = field(default_factory=dict)
     feature_layers: list[int] | None = None
-    aggregation: Literal["sparse", "dense"] | None = None
+    aggregation: Literal[AGGREGATIONS] | None = None
     blockwise_tome: PositiveInt | None = None
     image_markers: list[str] | None = None
     dtype: Literal["float32", "bfloat16", "float16"] | None = None

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 from encoder.tiny import write_tiny_radio
 from vlm.processing import VLMProcessor
-from vlm.training import RecipeError, build_model, recipe_from_dict
+from vlm.training import RecipeError, build_model, dump_recipe, recipe_from_dict
 from vlm.training.checkpoints import write_marker
 
 MINIMAL = {
@@ -156,6 +157,12 @@ def test_bad_values_name_the_allowed_ones(override, message):
 def test_blockwise_tome_must_agree_with_the_output_merger(overrides, message):
     with pytest.raises(RecipeError, match=message):
         recipe_from_dict(MINIMAL, ["model.blockwise_tome=6", *overrides])
+
+
+def test_the_resolved_recipe_of_blockwise_tome_loads_again():
+    resolved = dump_recipe(recipe_from_dict(MINIMAL, ["model.blockwise_tome=6"]))
+    again = recipe_from_dict(yaml.safe_load(resolved))  # num_tokens is written as K
+    assert (again.model.blockwise_tome, again.model.num_tokens) == (6, 6)
 
 
 def test_blockwise_tome_and_a_different_num_tokens_is_an_error():
