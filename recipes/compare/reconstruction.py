@@ -12,7 +12,8 @@ combination of
 and avg-pool is the baseline with no sink and no metric. Row keys: ``tome`` (features,
 top-left), ``tome_keys``, ``tome_values``, each with ``_random`` for the random sink, and
 ``avgpool``; on dense pages the same keys prefixed ``char_`` (ink patches a linear probe still
-names after unmerging, ``probe``) and ``char_none`` (no compression).
+names after unmerging, ``probe``) and ``char_none`` (no compression). How to run it:
+docs/a10_reconstruction.md.
 
     >>> grid, metrics = matching_metrics(encoder, pixels, block=-1)   # [N, h, w, C], ...
     >>> row = measure(grid, 16, metrics, seed=0)    # {"tome": 0.52, "tome_keys_random": ...}

@@ -21,7 +21,8 @@ A grid file (keys map 1:1 onto ``CompareGrid``; unknown keys are errors):
     schedule: {warmup_steps: 300, steps: [60, 120, 240]}     # recipes.quickstart.training.Schedule
     eval: {tasks: [textvqa, docvqa, ocrbench], limit: null}
     reconstruction: true        # Table A10: ToMe (sink x metric) vs avg-pool reconstruction
-    reconstruction_block: -1    # the stage-0 encoder block whose keys / values ToMe matches on
+    reconstruction_block: -1    # the stage-0 block whose keys / values ToMe matches on
+                                # (docs/a10_reconstruction.md; --analysis-only K,K: this alone)
 
 Each cell writes ``cells/<key>/cell.json`` when it is finished; a re-run skips those cells
 (delete the file to redo one). Aggregates are rewritten from all finished cells every time.
