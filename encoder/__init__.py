@@ -18,7 +18,7 @@ from .analysis import (
     scale_equivariance,
     scale_equivariance_details,
 )
-from .attention_keys import attention_keys
+from .attention_projection import attention_keys, attention_projection
 from .base import EncoderOutput, VisionEncoder
 from .blockwise_schedule import merge_schedule
 from .blockwise_tome import BlockwiseToMeOutput, blockwise_tome_forward
@@ -54,6 +54,7 @@ __all__ = [
     "TileLayout",
     "VisionEncoder",
     "attention_keys",
+    "attention_projection",
     "batch_pixels",
     "blockwise_tome_forward",
     "blockwise_tower_forward",

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from recipes.compare.probe import char_accuracy, fit_char_probe
+from recipes.compare.probe import fit_char_probe
 from recipes.quickstart.model import TinyParts, tiny_parts, to_pixels
 from recipes.quickstart.stage0 import run_stage0
 from recipes.quickstart.training import DataSplits, train_cell, write_data
@@ -58,17 +58,19 @@ class Context:
 
     def reconstruction(self, budgets: list[int] | None = None) -> list[dict[str, Any]]:
         """Reconstruction error (per-channel normalised MSE) of the stage-0 encoder's features
-        on eval pages, for each (K, input resolution) the grid's cells use: ToMe matching on
-        the features (the paper's choice), ToMe matching on the last block's attention keys
-        (ToMe's, paper Table A10) and avg-pool. Pixel unshuffle only regroups channels, so it
-        has none. On dense pages also ``char_*``: how many ink patches a linear probe (fitted
-        on uncompressed training features, ``probe``) still names right after each
-        compressor's tokens are unmerged (``char_none``: no compression). ``budgets``: these
-        K at the data's own size instead of the cells' (K, size) pairs."""
-        from encoder import attention_keys
-        from token_merge import compress, reconstruction_error
+        on 64 eval pages, for each (K, input resolution) the grid's cells use: the paper's
+        Table A10, ToMe's sink layout (top-left, random) x matching metric (the features, as
+        the paper; the attention keys, as ToMe, or values of the grid's
+        ``reconstruction_block``) and avg-pool (``recipes.compare.reconstruction``). Pixel
+        unshuffle only regroups channels, so it has none. On dense pages also ``char_*``: how
+        many ink patches a linear probe (fitted on uncompressed training features, ``probe``)
+        still names right after each compressor's tokens are unmerged (``char_none``: no
+        compression). ``budgets``: these K at the data's own size instead of the cells'
+        (K, size) pairs."""
+        from recipes.compare.reconstruction import matching_metrics, measure
 
         encoder = self.parts.encoder  # (warms stage 0 up first if needed: outside no_grad)
+        block = self.grid.reconstruction_block
         evals = self.data.eval_records[:64]
         dense = all("items" in r.meta for r in evals)
         default = self.settings.image_size
@@ -77,31 +79,18 @@ class Context:
             pairs = [(default, k) for k in sorted(set(budgets))]
         rows = []
         for size in sorted({size for size, _ in pairs}):
-            with torch.no_grad():
-                pixels = to_pixels([r.image for r in evals], size)
-                grids = encoder(pixels).grid  # [N, h, w, C]
-                keys = attention_keys(encoder, pixels)  # [N, h, w, head_dim]
+            pixels = to_pixels([r.image for r in evals], size)
+            grids, metrics = matching_metrics(encoder, pixels, block=block)  # [N, h, w, C]
             probe = self._char_probe(size) if dense else None
             labels = _labels(evals, grids.shape[1]) if dense else None
             for k in [k for s, k in pairs if s == size]:
-                merged = {
-                    "tome": compress(grids, "tome", k),
-                    "tome_keys": compress(grids, "tome", k, metric=keys),
-                    "avgpool": compress(grids, "avgpool", k),
-                }
                 row: dict[str, Any] = {
                     "num_tokens": k,
                     "resolution": size,
                     "grid": list(grids.shape[1:3]),
+                    "block": block,
                 }
-                for method, out in merged.items():
-                    row[method] = float(reconstruction_error(grids, out, normalize=True))
-                    if probe is not None:
-                        row[f"char_{method}"] = char_accuracy(
-                            probe, out.unmerge().view_as(grids), labels
-                        )
-                if probe is not None:
-                    row["char_none"] = char_accuracy(probe, grids, labels)
+                row |= measure(grids, k, metrics, seed=self.grid.seed, probe=probe, labels=labels)
                 rows.append(row)
         return rows
 

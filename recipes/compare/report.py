@@ -10,6 +10,7 @@ from typing import Any
 
 from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global state
 
+from recipes.compare.reconstruction import MATCHING, SINKS, block_label, method_key
 from recipes.quickstart.report import HEADLINE, scores
 
 
@@ -48,37 +49,68 @@ def markdown_table(results: Mapping[str, Any]) -> str:
         )
     text = "\n".join(lines) + "\n"
     if results.get("reconstruction"):
+        text += reconstruction_tables(results["reconstruction"])
+    return text
+
+
+def reconstruction_tables(rows: list[Mapping[str, Any]]) -> str:
+    """The paper's Table A10 on one seed's stage-0 features (rows of ``Context.reconstruction``):
+    per K and input, one line per sink layout; then, on dense pages, the characters read."""
+    sinks = _sinks(rows)  # (results written before the random sink have top-left only)
+    text = (
+        "\nReconstruction error of the stage-0 encoder's features (per-channel normalised MSE "
+        "of the unmerged tokens; paper Table A10): ToMe with each window's destination (sink) "
+        "at its top-left cell or a seeded random cell, matching on the features (as the "
+        f"paper) or on the attention keys (as ToMe) or values of {_block(rows)}; avg-pool has "
+        "no sink (the same on every line):\n\n"
+        f"| K | input | grid | sink | {A10_COLUMNS} | ToMe (features) / avg-pool |\n"
+        + "|---" * 9
+        + "|\n"
+    )
+    for row in rows:
+        size = f"{row['resolution']} px" if row.get("resolution") else "n/a"
+        for sink in sinks:
+            values = [row.get(method_key(m, sink)) for m in MATCHING] + [row.get("avgpool")]
+            ratio = values[0] / values[-1] if values[0] is not None and values[-1] else math.nan
+            text += (
+                f"| {row['num_tokens']} | {size} | {row['grid'][0]}x{row['grid'][1]} | {sink} | "
+                + " | ".join(_value(v) for v in values)
+                + f" | {ratio:.2f} |\n"
+            )
+    probed = [row for row in rows if "char_none" in row]
+    if probed:
         text += (
-            "\nReconstruction error of the stage-0 encoder's features (per-channel normalised "
-            "MSE of the unmerged tokens; ToMe matching on the features, as the paper, or on the "
-            "last block's attention keys, as ToMe):\n\n"
-            "| K | input | grid | ToMe (features) | ToMe (keys) | avg-pool | ToMe / avg-pool |\n"
-            "|---|---|---|---|---|---|---|\n"
+            "\nInk patches whose character a linear probe (fitted on uncompressed stage-0 "
+            "features of training pages) still names after the tokens are unmerged onto the "
+            "grid: what each compressor keeps of the text (none = no compression), %:\n\n"
+            f"| K | input | sink | none | {A10_COLUMNS} |\n" + "|---" * 8 + "|\n"
         )
-        for row in results["reconstruction"]:
-            ratio = row["tome"] / row["avgpool"] if row["avgpool"] else float("nan")
-            keys = row.get("tome_keys", float("nan"))
-            size = f"{row['resolution']} px" if row.get("resolution") else "n/a"
-            text += (
-                f"| {row['num_tokens']} | {size} | {row['grid'][0]}x{row['grid'][1]} | "
-                f"{row['tome']:.4f} | {keys:.4f} | {row['avgpool']:.4f} | {ratio:.2f} |\n"
-            )
-        probed = [row for row in results["reconstruction"] if "char_none" in row]
-        if probed:
-            text += (
-                "\nInk patches whose character a linear probe (fitted on uncompressed stage-0 "
-                "features of training pages) still names after the tokens are unmerged onto the "
-                "grid: what each compressor keeps of the text (none = no compression):\n\n"
-                "| K | input | none | ToMe (features) | ToMe (keys) | avg-pool |\n"
-                "|---|---|---|---|---|---|\n"
-            )
-            for row in probed:
+        for row in probed:
+            for sink in sinks:
+                names = ["none", *(method_key(m, sink) for m in MATCHING), "avgpool"]
+                values = [row.get(f"char_{name}") for name in names]
                 text += (
-                    f"| {row['num_tokens']} | {row['resolution']} px | {100 * row['char_none']:.1f} | "
-                    f"{100 * row['char_tome']:.1f} | {100 * row['char_tome_keys']:.1f} | "
-                    f"{100 * row['char_avgpool']:.1f} |\n"
+                    f"| {row['num_tokens']} | {row['resolution']} px | {sink} | "
+                    + " | ".join(_value(v, scale=100.0, digits=1) for v in values)
+                    + " |\n"
                 )
     return text
+
+
+A10_COLUMNS = "ToMe (features) | ToMe (keys) | ToMe (values) | avg-pool"
+
+
+def _sinks(rows: list[Mapping[str, Any]]) -> list[str]:
+    return [s for s in SINKS if any(method_key("features", s) in row for row in rows)]
+
+
+def _block(rows: list[Mapping[str, Any]]) -> str:
+    blocks = sorted({row.get("block", -1) for row in rows})
+    return " / ".join(block_label(b) for b in blocks)
+
+
+def _value(value: float | None, scale: float = 1.0, digits: int = 4) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{scale * value:.{digits}f}"
 
 
 def accuracy_plot(results: Mapping[str, Any], path: Path) -> Path:
@@ -183,28 +215,29 @@ def seeds_table(summary: Mapping[str, Any]) -> str:
     if rows:
         lines += [
             "",
-            "The stage-0 features over seeds (mean ± sd): reconstruction error (normalised MSE) "
-            "and, on dense pages, the ink patches a linear probe still reads after unmerging (%):\n",
-            "| K @ input | measure | none | ToMe (features) | ToMe (keys) | avg-pool |",
-            "|---|---|---|---|---|---|",
+            "The stage-0 features over seeds (mean ± sd; paper Table A10, keys and values of "
+            f"{block_label(summary.get('reconstruction_block', -1))}): reconstruction error "
+            "(normalised MSE) and, on dense pages, the ink patches a linear probe still reads "
+            "after unmerging (%); none and avg-pool have no sink:\n",
+            f"| K @ input | measure | sink | none | {A10_COLUMNS} |",
+            "|---" * 8 + "|",
         ]
         for where, measures in rows.items():
             for label, prefix, scale in (
                 ("reconstruction error", "", 1.0),
                 ("characters read", "char_", 100.0),
             ):
-                cells = [
-                    measures.get(f"{prefix}{m}") for m in ("none", "tome", "tome_keys", "avgpool")
-                ]
-                if all(c is None for c in cells[1:]):
-                    continue
-                shown = [
-                    "-"
-                    if c is None
-                    else _pm(scale * c["mean"], scale * c["sd"], digits=3 if scale == 1.0 else 1)
-                    for c in cells
-                ]
-                lines.append(f"| {where} | {label} | " + " | ".join(shown) + " |")
+                for sink in SINKS:
+                    names = ["none", *(method_key(m, sink) for m in MATCHING), "avgpool"]
+                    cells = [measures.get(f"{prefix}{name}") for name in names]
+                    if all(c is None for c in cells[1:-1]):  # no ToMe measured with this sink
+                        continue
+                    digits = 3 if scale == 1.0 else 1
+                    shown = [
+                        "-" if c is None else _pm(scale * c["mean"], scale * c["sd"], digits=digits)
+                        for c in cells
+                    ]
+                    lines.append(f"| {where} | {label} | {sink} | " + " | ".join(shown) + " |")
     return "\n".join(lines) + "\n"
 
 

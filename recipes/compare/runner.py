@@ -20,7 +20,9 @@ A grid file (keys map 1:1 onto ``CompareGrid``; unknown keys are errors):
     data: {num_train: 3000, num_eval: 300}
     schedule: {warmup_steps: 300, steps: [60, 120, 240]}     # recipes.quickstart.training.Schedule
     eval: {tasks: [textvqa, docvqa, ocrbench], limit: null}
-    reconstruction: true        # ToMe vs avg-pool reconstruction error on the same features
+    reconstruction: true        # Table A10: ToMe (sink x metric) vs avg-pool reconstruction
+    reconstruction_block: -1    # the stage-0 block whose keys / values ToMe matches on
+                                # (docs/a10_reconstruction.md; --analysis-only K,K: this alone)
 
 Each cell writes ``cells/<key>/cell.json`` when it is finished; a re-run skips those cells
 (delete the file to redo one). Aggregates are rewritten from all finished cells every time.
@@ -109,6 +111,7 @@ class CompareGrid:
     settings: dict[str, Any] = field(default_factory=dict)
     eval: dict[str, Any] = field(default_factory=dict)
     reconstruction: bool = True
+    reconstruction_block: int = -1
 
     def __post_init__(self) -> None:
         for name in ("grid", "data", "schedule", "settings", "eval"):  # `key:` left empty
@@ -129,6 +132,13 @@ class CompareGrid:
         # the training seed follows the grid's unless the schedule names its own
         self.schedule_obj = from_dict(Schedule, {"seed": self.seed, **self.schedule}, "schedule")
         self.settings_obj = from_dict(TinySettings, dict(self.settings), "settings")
+        depth = self.settings_obj.encoder_depth  # the stage-0 encoder the analysis measures
+        if not -depth <= self.reconstruction_block < depth:
+            raise ValueError(
+                f"compare: reconstruction_block {self.reconstruction_block} is out of range for "
+                f"the stage-0 encoder's {depth} blocks (settings.encoder_depth); use "
+                f"{-depth}..{depth - 1}, -1 for the last"
+            )
 
     def expand(self) -> list[Cell]:
         """The grid's product, then the explicit cells; duplicates dropped, order kept."""
@@ -219,7 +229,12 @@ def run_seeds(
         echo(f"[compare] seed {seed} ({seeds.index(seed) + 1} of {len(seeds)})")
         one = dataclasses.replace(grid, seed=seed, out=str(out / f"seed{seed}"))
         per_seed[seed] = run_compare(one, echo)
-    summary = {"name": grid.name, "threads": torch.get_num_threads(), **stats.aggregate(per_seed)}
+    summary = {
+        "name": grid.name,
+        "threads": torch.get_num_threads(),
+        "reconstruction_block": grid.reconstruction_block,
+        **stats.aggregate(per_seed),
+    }
     files = compare_report.write_seeds(summary, out)
     echo(f"[compare] over seeds {seeds}: wrote {', '.join(str(f) for f in files)}")
     return summary
@@ -250,6 +265,7 @@ def run_analysis(
         "name": grid.name,
         "seeds": seeds,
         "cells": {},
+        "reconstruction_block": grid.reconstruction_block,
         "reconstruction": stats.reconstruction_over_seeds(per_seed),
     }
     files = compare_report.write_analysis(summary, out)

@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from recipes.compare import cells as compare_cells
+from recipes.compare.reconstruction import METHODS
 from recipes.compare.runner import Cell, CompareGrid, load_grid, run_compare
 
 
@@ -161,8 +162,10 @@ def test_real_two_cell_grid_then_skip(tmp_path, monkeypatch):
     ]
     for row in rows:
         assert 0 < row["tome"] < row["avgpool"] and 0 < row["tome_keys"] < 10
+        assert row["block"] == -1 and all(0 < row[m] < 10 for m in METHODS)
     table = (tmp_path / "table.md").read_text()
-    assert "| 16 | 128 px | 16x16 |" in table
+    assert "| 16 | 128 px | 16x16 | top-left |" in table
+    assert "| 16 | 128 px | 16x16 | random |" in table
     assert "tiny / tome (block-wise)" in table and "tiny / tome @ 128 px" in table
 
     def must_not_run(context, cell):

@@ -9,6 +9,7 @@ import math
 import pytest
 
 from recipes.cli import main
+from recipes.compare.reconstruction import METHODS
 from recipes.compare.runner import load_grid
 from recipes.compare.stats import aggregate, mean_sd, paired_difference, partner_key
 
@@ -120,10 +121,11 @@ def test_two_seed_dense_grid_end_to_end(tmp_path, capsys):
         assert len(results["cells"]) == 4
         row = results["reconstruction"][0]
         assert row["grid"] == [16, 16]  # 128 px pages, patch 8
-        assert all(0 <= row[f"char_{m}"] <= 1 for m in ("none", "tome", "tome_keys", "avgpool"))
+        assert all(0 <= row[f"char_{m}"] <= 1 for m in ("none", *METHODS))
         assert (out / f"seed{seed}" / "merge.png").stat().st_size > 10_000
     summary = json.loads((out / "seeds.json").read_text())
     assert summary["seeds"] == [0, 1] and summary["threads"] == 1
+    assert summary["reconstruction_block"] == -1
     assert set(summary["cells"]["tiny-avgpool-k16"]["vs_tome"]) == {
         "TextVQA acc",
         "DocVQA ANLS",
@@ -131,7 +133,8 @@ def test_two_seed_dense_grid_end_to_end(tmp_path, capsys):
     }
     table = (out / "seeds.md").read_text()
     assert "| tiny / tome (image-blind) | 16 |" in table and "Paired difference" in table
-    assert "| 16 @ 128 px | characters read |" in table
+    assert "| 16 @ 128 px | characters read | top-left |" in table
+    assert "| 16 @ 128 px | characters read | random |" in table
     assert (out / "seeds.png").stat().st_size > 10_000
     # the two seeds drew different data and stage 0
     first, second = (json.loads((out / f"seed{s}" / "setup.json").read_text()) for s in (0, 1))
