@@ -32,7 +32,7 @@ from .radio import RadioEncoder
 from .radio_checkpoint import load_radio
 from .radio_config import radio_config_from_args
 from .registry import ENCODERS, RegisteredEncoder, build_encoder, registry_names
-from .tiling import TileLayout, tile_image, untile
+from .tiling import TileLayout, Tiling, tile_image, tile_images, untile
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -52,6 +52,7 @@ __all__ = [
     "Siglip2NaflexTower",
     "SiglipTower",
     "TileLayout",
+    "Tiling",
     "VisionEncoder",
     "attention_keys",
     "attention_projection",
@@ -71,6 +72,7 @@ __all__ = [
     "scale_equivariance",
     "scale_equivariance_details",
     "tile_image",
+    "tile_images",
     "to_rgb",
     "untile",
 ]

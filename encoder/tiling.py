@@ -14,16 +14,25 @@ The rule is InternVL's ``dynamic_preprocess`` (InternVL 1.5+):
 3. resize the whole image to (rows*tile_size, cols*tile_size), aspect not kept;
 4. cut it into tiles in raster order (left to right, then top to bottom);
 5. with more than one tile, append a tile_size x tile_size thumbnail of the whole image.
+
+``Tiling`` holds these settings for a VLM (its processor makes the tiles, its config records
+them); ``tile_images`` cuts a batch of images the way the VLM's processor does.
 """
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields, replace
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 from torch import Tensor
 
+from .image_loading import load_image
 from .image_processing import Resampling, pil_to_tensor, positive_int, resampling, to_rgb
+
+if TYPE_CHECKING:
+    from .image_processing import ImageProcessor
 
 
 class TileLayout(NamedTuple):
@@ -124,3 +133,103 @@ def _check_counts(min_tiles: int, max_tiles: int) -> None:
         raise ValueError(
             f"min_tiles {min_tiles} is above max_tiles {max_tiles}; use min_tiles <= max_tiles"
         )
+
+
+@dataclass(frozen=True)
+class Tiling:
+    """Dynamic tiling settings of a VLM (InternVL 1.5+; the rule is in the module docstring).
+
+    tile_size: side of every tile and of the thumbnail, in px (a multiple of the encoder's
+               patch); None: the encoder's resolution, filled in by ``fitted`` (the VLM's
+               processor does so, so saved settings always name it).
+    min_tiles / max_tiles: bounds on rows*cols (the thumbnail not counted).
+    thumbnail: with more than one tile, also a tile_size x tile_size picture of the whole
+               image, after the tiles.
+    """
+
+    tile_size: int | None = None
+    min_tiles: int = 1
+    max_tiles: int = 12
+    thumbnail: bool = True
+
+    def __post_init__(self) -> None:
+        if self.tile_size is not None:
+            positive_int("tile_size", self.tile_size)
+        _check_counts(self.min_tiles, self.max_tiles)
+        if not isinstance(self.thumbnail, bool):
+            raise ValueError(f"thumbnail must be true or false; got {self.thumbnail!r}")
+
+    @classmethod
+    def from_value(cls, value: Tiling | dict[str, Any] | None) -> Tiling | None:
+        """None (no tiling), a ``Tiling`` or its dict -> ``Tiling`` or None; an unknown key
+        is an error naming the allowed ones."""
+        if value is None or isinstance(value, Tiling):
+            return value
+        if not isinstance(value, dict):
+            raise ValueError(
+                f"tiling must be null or a mapping with keys {cls.keys()}; got {value!r:.80}"
+            )
+        if unknown := sorted(set(value) - set(cls.keys())):
+            raise ValueError(f"unknown tiling keys {unknown}; allowed: {cls.keys()}")
+        return cls(**value)
+
+    @classmethod
+    def keys(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe settings; ``Tiling.from_value(t.to_dict()) == t``."""
+        return asdict(self)
+
+    def fitted(self, image_processor: ImageProcessor) -> Tiling:
+        """These settings for an encoder's ``image_processor``: tile_size None becomes its
+        resolution; a tile_size that is not a multiple of its patch or above its
+        max_resolution is an error."""
+        side = image_processor.resolution if self.tile_size is None else self.tile_size
+        p, limit = image_processor.patch_size, image_processor.max_resolution
+        if side % p or side > limit:
+            raise ValueError(
+                f"tiling.tile_size {side} must be a multiple of the encoder's patch {p} and at "
+                f"most its max_resolution {limit}; use e.g. {max(p, min(side, limit) // p * p)}"
+            )
+        return replace(self, tile_size=side)
+
+    @property
+    def size(self) -> int:
+        """The tile side in px; an error while it is still None (not ``resolved``)."""
+        if self.tile_size is None:
+            raise ValueError("tiling.tile_size is not set; Tiling.fitted(image_processor) sets it")
+        return self.tile_size
+
+    def layout(self, height: int, width: int) -> TileLayout:
+        """How an image of height x width px is cut (without cutting it)."""
+        rows, cols = choose_grid(
+            height, width, tile_size=self.size, min_tiles=self.min_tiles, max_tiles=self.max_tiles
+        )
+        return TileLayout(rows, cols, self.thumbnail and rows * cols > 1)
+
+
+def tile_images(
+    images: Sequence[Any], tiling: Tiling, image_processor: ImageProcessor
+) -> tuple[list[Tensor], list[TileLayout]]:
+    """Images -> every image's tiles in order (each [3, s, s] float32 in [0, 1]; per image
+    its rows*cols tiles in raster order, then its thumbnail), and each image's layout.
+
+    Images are loaded as ``image_processor`` loads them (``load_image``: EXIF orientation,
+    its ``max_pixels``, RGB) and resized with its filter; its resolution policy is not used
+    (the tiles decide the size)."""
+    tiles: list[Tensor] = []
+    layouts: list[TileLayout] = []
+    for image in images:
+        rgb = load_image(image, max_pixels=image_processor.max_pixels)
+        cut, layout = tile_image(
+            rgb,
+            tile_size=tiling.size,
+            min_tiles=tiling.min_tiles,
+            max_tiles=tiling.max_tiles,
+            thumbnail=tiling.thumbnail,
+            resample=image_processor.resample,
+        )
+        tiles.extend(cut)
+        layouts.append(layout)
+    return tiles, layouts

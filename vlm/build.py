@@ -18,6 +18,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from encoder import VisionEncoder, build_encoder
+from encoder.tiling import Tiling
 from token_merge import TokenCompressor
 
 from .configuration import VLMConfig, resolve_compressor
@@ -40,6 +41,7 @@ def build_vlm(
     projector: dict[str, Any] | None = None,
     image_markers: tuple[str, str] | None = None,
     image_token: str = "<image>",
+    tiling: Tiling | dict[str, Any] | None = None,
     dtype: torch.dtype | None = None,
     attn_implementation: str | None = None,
     seed: int = 0,
@@ -57,6 +59,9 @@ def build_vlm(
               options (stride, dst, seed).
     projector: ``VLMConfig.projector`` settings (layer_norm, hidden_size, act).
     image_markers: optional (start, end) tokens around each image's placeholders.
+    tiling:   None, or ``encoder.tiling.Tiling`` settings (or their dict): each image becomes
+              tiles (tile_size default: the encoder's resolution), each compressed to its own
+              tokens; recorded in the processor and the config.
     attn_implementation: attention kernels for the LLM and the vision tower ("sdpa",
               "flash_attention_2", "eager"); None keeps what each was loaded with.
     """
@@ -108,6 +113,7 @@ def build_vlm(
         image_token=image_token,
         image_start_token=start,
         image_end_token=end,
+        tiling=tiling,
     )
     if len(tokenizer) > llm.get_input_embeddings().num_embeddings:
         llm.resize_token_embeddings(len(tokenizer))
@@ -124,6 +130,7 @@ def build_vlm(
         encoder_spec=encoder.source,
         compressor=compressor_settings,
         projector=projector,
+        tiling=None if processor.tiling is None else processor.tiling.to_dict(),
         text_config=llm.config,
         image_token=image_token,
         image_token_id=processor.image_token_id,

@@ -1,6 +1,6 @@
 """``VisionLanguageModel``: vision tower -> token compressor -> projector -> any causal LM.
 
-    pixel_values [N, 3, H, W] (or a list of [3, H_i, W_i])
+    pixel_values [N, 3, H, W] (or a list of [3, H_i, W_i]; with tiling every row is a tile)
       -> vision_tower -> grid [N, h, w, C]
       -> compressor   -> tokens [N, K, C']            (K per image, whatever its size)
       -> projector    -> [N, K, D]
@@ -9,6 +9,11 @@
 The LLM is a complete ``AutoModelForCausalLM`` (its own head, loss, cache and generation
 code); this class only builds ``inputs_embeds``. During ``generate`` transformers passes
 ``pixel_values`` at the prefill step only; later steps reuse the KV cache.
+
+Tiling (``config.tiling``, made by the processor): every row of ``pixel_values`` is one tile,
+an image's tiles adjacent and in order, and its placeholder span holds their tokens one tile
+after another; so the tiles need no grouping here (each is compressed like an image), and the
+model only checks that every row is a tile.
 
 Inputs are checked, never fixed silently: pixel values must be finite and in [0, 1] (what
 ``VLMProcessor`` gives; the encoder normalises them itself), ``image_sizes`` when given must
@@ -100,6 +105,7 @@ class VisionLanguageModel(PreTrainedModel, GenerationMixin):
         packs them into one sequence).
         """
         check_pixel_values(pixel_values)
+        check_tiles(pixel_values, self.config.tiling)
         tower = next(self.vision_tower.parameters())
         to_tower = {"device": tower.device, "dtype": tower.dtype}
         if isinstance(pixel_values, Tensor):
@@ -272,6 +278,22 @@ def check_image_sizes(pixel_values: Tensor | Sequence[Tensor], image_sizes: Any)
             f"image_sizes {given} disagree with the sizes of the {len(actual)} images in "
             f"pixel_values {actual} ((H, W) per image, in order); pass the image_sizes the "
             "processor made with these pixel_values, or none"
+        )
+
+
+def check_tiles(pixel_values: Tensor | Sequence[Tensor], tiling: dict | None) -> None:
+    """ValueError unless every image of a tiling model is one of its tiles (tile_size square):
+    a processor without the model's tiling would give placeholder counts that may even
+    match, for images the model never learnt to read."""
+    if tiling is None:
+        return
+    side = tiling["tile_size"]
+    sizes = [tuple(image.shape[-2:]) for image in pixel_values]
+    if bad := sorted({size for size in sizes if size != (side, side)}):
+        raise ValueError(
+            f"this model reads images as {side}x{side} px tiles (config.tiling) but "
+            f"pixel_values hold images of {bad} (H, W); make the inputs with the model's own "
+            "processor (VLMProcessor.from_pretrained of its folder), which tiles them"
         )
 
 

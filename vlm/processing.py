@@ -14,6 +14,11 @@ they are, each image part as ``image_token``, joined by ``part_separator``); LLa
 image_token + [image_end]``, N = ``compressor.num_output_tokens(H/p, W/p)`` for that image's
 processed size: nothing is re-tokenised, so no "tokenization mismatch".
 
+Tiling (``tiling=``, ``encoder.tiling.Tiling``): each image is cut into InternVL-style tiles
+(rows*cols in raster order, then a thumbnail) and every tile is one row of ``pixel_values``,
+compressed by the model on its own; the image's N is the sum over its tiles, in one span (no
+separators between tiles: the tiles' order is fixed by the layout, as in InternVL).
+
 Labels: -100 everywhere except each assistant reply and the end-of-turn token closing it,
 located through the template (it must be prefix-stable, else ``ChatTemplateError``); see
 ``vlm.chat``. With labels, a special token typed inside a message's text ("<|im_end|>") is a
@@ -39,6 +44,7 @@ from transformers import AutoTokenizer, BatchFeature, PreTrainedTokenizerBase
 from transformers.utils import cached_file
 
 from encoder.image_processing import ImageProcessor, batch_pixels
+from encoder.tiling import Tiling, tile_images
 from token_merge import TokenCompressor
 
 from .chat import (
@@ -90,6 +96,8 @@ class VLMProcessor:
     image_token:     placeholder repeated N times per image; also the marker users write.
     image_start_token / image_end_token: optional tokens around each image's placeholders.
     part_separator:  joins the parts of list content (LLaVA's "<image>\\nquestion").
+    tiling:          None, or a ``Tiling`` (or its dict): images become tiles of
+                     ``tile_size`` px (None: the image processor's resolution).
     """
 
     def __init__(
@@ -102,6 +110,7 @@ class VLMProcessor:
         image_start_token: str | None = None,
         image_end_token: str | None = None,
         part_separator: str = "\n",
+        tiling: Tiling | dict[str, Any] | None = None,
     ) -> None:
         if isinstance(image_processor, dict):
             image_processor = ImageProcessor.from_dict(image_processor)
@@ -111,6 +120,10 @@ class VLMProcessor:
         self.compressor, self.part_separator = compressor, part_separator
         self.image_token, self.image_start_token = image_token, image_start_token
         self.image_end_token = image_end_token
+        self.tiling = Tiling.from_value(tiling)
+        if self.tiling is not None:
+            self.tiling = self.tiling.fitted(image_processor)
+            self.num_image_tokens(self.tiling.size, self.tiling.size)  # the budget fits a tile
         wanted = [t for t in (image_token, image_start_token, image_end_token) if t is not None]
         if len(set(wanted)) != len(wanted):
             raise ValueError(f"the image token strings must all differ; got {wanted}")
@@ -172,6 +185,24 @@ class VLMProcessor:
                 "larger image resolution or a smaller token budget."
             ) from err
 
+    def tokens_for_image(self, height: int, width: int) -> int:
+        """Placeholders (without start/end) for an image of height x width pixels as given,
+        before processing: with tiling, the sum over its tiles."""
+        if self.tiling is None:
+            return self.num_image_tokens(*self.image_processor.target_size(height, width))
+        side = self.tiling.size
+        return self.tiling.layout(height, width).num_tiles * self.num_image_tokens(side, side)
+
+    def _pixels(self, images: list[Any]) -> tuple[list[torch.Tensor], list[int]]:
+        """Pixel rows for the model ([3, H, W] each: one per image, or with tiling one per
+        tile, the images' tiles in order) and each image's placeholder count."""
+        if self.tiling is None:
+            pixels = self.image_processor(images)
+            return pixels, [self.num_image_tokens(*p.shape[-2:]) for p in pixels]
+        tiles, layouts = tile_images(images, self.tiling, self.image_processor)
+        per_tile = self.num_image_tokens(self.tiling.size, self.tiling.size)
+        return tiles, [layout.num_tiles * per_tile for layout in layouts]
+
     # ------------------------------------------------------------------ main entry
 
     def __call__(
@@ -207,7 +238,8 @@ class VLMProcessor:
 
         Returns input_ids, attention_mask, labels (when asked): [B, L] int64; and when the batch
         has N > 0 images, in order of appearance: pixel_values [N, 3, H, W] (a list of
-        [3, H_i, W_i] when sizes differ) and image_sizes [N, 2] (processed H, W).
+        [3, H_i, W_i] when sizes differ) and image_sizes [N, 2] (processed H, W); with tiling
+        N counts tiles (every tile [3, s, s]).
         """
         if (text is None) == (conversations is None):
             raise ValueError("pass exactly one of text= (prompt strings) or conversations=")
@@ -251,8 +283,8 @@ class VLMProcessor:
         # paths, bytes and PIL images alike go through the encoder's loader (EXIF, strict
         # decoding, pixel limit), the one the training data uses
         flat_images = [image for images_b in per_sample for image in images_b]
-        pixels = self.image_processor(flat_images) if flat_images else []
-        counts = iter([self.num_image_tokens(*p.shape[-2:]) for p in pixels])
+        pixels, counts = self._pixels(flat_images) if flat_images else ([], [])
+        counts = iter(counts)
         rows: list[Row] = []
         for b, sample in enumerate(samples):
             if chat:
@@ -339,6 +371,7 @@ class VLMProcessor:
             "processor_class": type(self).__name__,
             "image_processor": self.image_processor.to_dict(),
             "compressor": self.compressor.settings(),
+            "tiling": None if self.tiling is None else self.tiling.to_dict(),
             **{key: getattr(self, key) for key in _TOKEN_FIELDS},
         }
 
@@ -369,12 +402,14 @@ class VLMProcessor:
                 "Build one with VLMProcessor(tokenizer, image_processor, compressor)."
             )
         config = json.loads(Path(path).read_text(encoding="utf-8"))
-        known = {"processor_class", "auto_map", "image_processor", "compressor", *_TOKEN_FIELDS}
+        known = {"processor_class", "auto_map", "image_processor", "compressor", "tiling"}
+        known |= set(_TOKEN_FIELDS)
         if unknown := sorted(set(config) - known):
             raise ValueError(f"unknown keys {unknown} in {path}; known: {sorted(known)}")
         tokens = {key: config[key] for key in _TOKEN_FIELDS if key in config}
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-        return cls(tokenizer, config["image_processor"], config["compressor"], **tokens)
+        images, compressor = config["image_processor"], config["compressor"]
+        return cls(tokenizer, images, compressor, tiling=config.get("tiling"), **tokens)
 
     def __repr__(self) -> str:
         settings = {k: v for k, v in self.to_dict().items() if k != "processor_class"}

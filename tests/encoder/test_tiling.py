@@ -1,16 +1,25 @@
 """InternVL-style tiling: grid choice (by hand and against the rule restated), tile count,
-thumbnail, and exact reassembly of the resized image."""
+thumbnail, exact reassembly of the resized image, and ``Tiling``, a VLM's settings."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-from image_kit import noise
+from image_kit import exif_rotated_jpeg, noise
 from PIL import Image
 
-from encoder.image_processing import pil_to_tensor, to_rgb
-from encoder.tiling import TileLayout, candidate_grids, choose_grid, tile_image, untile
+from encoder.image_loading import ImageLoadError
+from encoder.image_processing import ImageProcessor, pil_to_tensor, to_rgb
+from encoder.tiling import (
+    TileLayout,
+    Tiling,
+    candidate_grids,
+    choose_grid,
+    tile_image,
+    tile_images,
+    untile,
+)
 
 
 @pytest.mark.parametrize(
@@ -134,3 +143,66 @@ def test_bad_arguments():
         choose_grid(10, 10, tile_size=0)
     with pytest.raises(ValueError, match="max_tiles must be a positive integer"):
         tile_image(noise(8, 8), max_tiles=0)
+
+
+# ---------------------------------------------------------------- Tiling: a VLM's settings
+
+
+def test_tiling_settings_round_trip_and_defaults():
+    assert Tiling.from_value(None) is None
+    tiling = Tiling.from_value({"max_tiles": 6})
+    assert tiling == Tiling(tile_size=None, min_tiles=1, max_tiles=6, thumbnail=True)
+    assert Tiling.from_value(tiling) is tiling
+    processor = ImageProcessor(patch_size=16, resolution=448, max_resolution=1024)
+    fitted = tiling.fitted(processor)  # tile_size None: the encoder's resolution
+    assert fitted.to_dict() == {"tile_size": 448, "min_tiles": 1, "max_tiles": 6, "thumbnail": True}
+    assert Tiling.from_value(fitted.to_dict()) == fitted
+    assert Tiling(tile_size=224).fitted(processor).tile_size == 224  # given: kept
+    with pytest.raises(ValueError, match="tile_size is not set"):
+        tiling.layout(100, 100)
+
+
+def test_tiling_layout_is_what_tile_image_cuts():
+    tiling = Tiling(tile_size=32, max_tiles=6)
+    for h, w in [(40, 40), (64, 128), (50, 130), (200, 30)]:
+        _, layout = tile_image(noise(h, w), tile_size=32, max_tiles=6)
+        assert tiling.layout(h, w) == layout
+    assert Tiling(tile_size=32, max_tiles=6, thumbnail=False).layout(64, 128) == (1, 2, False)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ({"tiles": 4}, r"unknown tiling keys \['tiles'\]; allowed: \['tile_size', 'min_tiles', "),
+        ({"max_tiles": 0}, "max_tiles must be a positive integer; got 0"),
+        ({"min_tiles": True}, "min_tiles must be a positive integer; got True"),
+        ({"min_tiles": 4, "max_tiles": 2}, "min_tiles 4 is above max_tiles 2"),
+        ({"tile_size": -32}, "tile_size must be a positive integer; got -32"),
+        ({"thumbnail": 1}, "thumbnail must be true or false; got 1"),
+        ([4], r"tiling must be null or a mapping with keys \['tile_size'"),
+    ],
+)
+def test_bad_tiling_settings(value, message):
+    with pytest.raises(ValueError, match=message):
+        Tiling.from_value(value)
+
+
+def test_a_tile_size_the_encoder_cannot_take():
+    processor = ImageProcessor(patch_size=16, resolution=448, max_resolution=512)
+    with pytest.raises(ValueError, match=r"tile_size 450 must be a multiple of .* patch 16.*448"):
+        Tiling(tile_size=450).fitted(processor)
+    with pytest.raises(ValueError, match=r"at most its max_resolution 512; use e\.g\. 512"):
+        Tiling(tile_size=640).fitted(processor)
+
+
+def test_tile_images_loads_as_the_processor_does():
+    processor = ImageProcessor(patch_size=8, resolution=32, max_resolution=64, max_pixels=5000)
+    tiling = Tiling(tile_size=32, max_tiles=4)
+    rotated = exif_rotated_jpeg()  # 20x40 stored, 40x20 upright: 1 col x 2 rows + thumbnail
+    tiles, layouts = tile_images([noise(64, 64), rotated], tiling, processor)
+    assert layouts == [TileLayout(2, 2, True), TileLayout(2, 1, True)]
+    assert len(tiles) == 5 + 3 and all(t.shape == (3, 32, 32) for t in tiles)
+    expected, _ = tile_image(noise(64, 64), tile_size=32, max_tiles=4)
+    assert torch.equal(torch.stack(tiles[:5]), expected)
+    with pytest.raises(ImageLoadError, match="5000"):
+        tile_images([noise(80, 80)], tiling, processor)  # 6400 px > max_pixels
