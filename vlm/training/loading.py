@@ -128,6 +128,7 @@ def _build(
             compressor_options=spec.compressor_options,
             projector=spec.projector,
             image_markers=markers,
+            tiling=spec.tiling,
             dtype=dtype,
             attn_implementation=spec.attn_implementation,
             seed=seed,

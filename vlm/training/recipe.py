@@ -22,11 +22,12 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, BeforeValidator, Field
 from transformers import SchedulerType
 
 from encoder.image_processing import MODES as IMAGE_MODES
 from encoder.radio import AGGREGATIONS
+from encoder.tiling import Tiling
 from token_merge import DST_MODES, SETTINGS
 from vlm.data import DataConfig
 from vlm.schema import (
@@ -58,8 +59,13 @@ BUILD_ONLY = frozenset(
         "aggregation",
         "blockwise_tome",
         "image_markers",
+        "tiling",
     }
 )
+
+
+# a recipe's tiling mapping, read by Tiling's own checks (unknown keys name the allowed ones)
+TilingSpec = Annotated[Tiling | None, BeforeValidator(Tiling.from_value)]
 
 
 def _steps_or_minus_one(value: int) -> int:
@@ -119,6 +125,8 @@ class ModelSpec:
              proportional attention; paper Table A4) instead of once at the output; each
              image then gives K tokens, so num_tokens is K (or left out) and compressor tome.
     image_markers: optional [start, end] tokens around each image's placeholders.
+    tiling:  null (none), or InternVL-style tiles, each compressed to its own tokens:
+             {tile_size (null: the encoder's resolution), min_tiles, max_tiles, thumbnail}.
     dtype: dtype the weights are loaded in ("float32", "bfloat16"); None: float32. Mixed
            precision is ``train.bf16``; keep float32 weights unless memory forces otherwise.
     attn_implementation: attention kernels of the LLM and the vision tower ("sdpa",
@@ -145,6 +153,7 @@ class ModelSpec:
     aggregation: Literal[AGGREGATIONS] | None = None
     blockwise_tome: PositiveInt | None = None
     image_markers: list[str] | None = None
+    tiling: TilingSpec = None
     dtype: Literal["float32", "bfloat16", "float16"] | None = None
     attn_implementation: str | None = None
     init_from: str | None = None
