@@ -93,7 +93,8 @@ class ChatSession:
         rgb = load_image(image, max_pixels=self.processor.image_processor.max_pixels)
         pixels = self.processor.image_processor(rgb)[0]  # [3, H, W]
         height, width = pixels.shape[-2:]
-        info = ImageInfo(rgb, (height, width), self.processor.num_image_tokens(height, width))
+        cost = self.processor.tokens_for_image(rgb.height, rgb.width)  # tiles summed, if any
+        info = ImageInfo(rgb, (height, width), cost)
         self.images.append(info)
         self.pending += 1
         return info

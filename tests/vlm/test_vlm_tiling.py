@@ -206,3 +206,13 @@ def test_a_config_names_its_tile_size():
     with pytest.raises(ValueError, match=r"VLMConfig\.tiling needs its tile_size"):
         vlm.VLMConfig(tiling={"max_tiles": 4})
     assert vlm.VLMConfig().tiling is None
+
+
+def test_a_chat_session_costs_and_answers_with_tiles(radio_dir):
+    from vlm.chat_session import ChatSession
+
+    model, processor = build(radio_dir)
+    session = ChatSession(model, processor, max_new_tokens=2)
+    assert session.add_image(noise(128, 128)).visual_tokens == 5 * 4  # 2x2 + thumbnail
+    assert session.add_image(noise(64, 64)).visual_tokens == 4  # one tile
+    assert isinstance("".join(session.ask("What is it?")), str)

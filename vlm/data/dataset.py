@@ -168,22 +168,22 @@ class SampleEncoder:
         }
 
     def _fits(self, height: int, width: int) -> bool:
-        """Whether an image of height x width gives a patch grid the compressor accepts."""
+        """Whether an image of height x width gives patch grids the compressor accepts."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ResolutionWarning)
-            size = self.processor.image_processor.target_size(height, width)
-        try:
-            self.processor.num_image_tokens(*size)
-        except ValueError:
-            return False
+            try:
+                self.processor.tokens_for_image(height, width)
+            except ValueError:
+                return False
         return True
 
     def image_tokens(self) -> int:
-        """Sequence tokens of one image at the encoder's resolution (for length estimates)."""
+        """Sequence tokens of one square image at the encoder's resolution (for length
+        estimates; with tiling, as many tiles as such an image gets)."""
         ip, proc = self.processor.image_processor, self.processor
         extra = (proc.image_start_token is not None) + (proc.image_end_token is not None)
         try:
-            return proc.num_image_tokens(*ip.target_size(ip.resolution, ip.resolution)) + extra
+            return proc.tokens_for_image(ip.resolution, ip.resolution) + extra
         except ValueError:
             return extra
 

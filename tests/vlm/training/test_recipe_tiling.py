@@ -3,14 +3,17 @@ bad values are errors naming the allowed ones, at load time."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
 import yaml
 from PIL import Image
+from train_helpers import losses, tiny_recipe
 
 from vlm.schema import RecipeError
-from vlm.training import build_model, recipe_from_dict
+from vlm.training import build_model, load_stage, recipe_from_dict, train
 from vlm.training.recipe import dump_recipe
 
 MINIMAL = {
@@ -84,3 +87,26 @@ def test_a_tile_the_encoder_cannot_take_is_an_error_when_building():
     recipe = recipe_from_dict(MINIMAL, ["model.tiling={tile_size: 40}"])
     with pytest.raises(ValueError, match=r"tile_size 40 must be a multiple of the encoder's patch"):
         build_model(recipe.model, seed=0)
+
+
+def test_a_tiny_stage_trains_with_tiles_and_saves_them(tmp_path):
+    """The whole training path (dataset, collator, Trainer) on 128 px pages in 64 px tiles."""
+    out = tmp_path / "align"
+    recipe = tiny_recipe(
+        "stage1_align",
+        out,
+        "train.max_steps=2",
+        "data.num_samples=16",
+        "data.synthdoc.image_size=128",
+        "model.tiling={max_tiles: 4}",
+    )
+    before = build_model(recipe.model, seed=recipe.train.seed)[0].projector.state_dict()
+    train(recipe)
+    loss = list(losses(out).values())
+    assert len(loss) == 2 and all(math.isfinite(x) for x in loss)
+    model, processor = load_stage(out)
+    saved = {"tile_size": 64, "min_tiles": 1, "max_tiles": 4, "thumbnail": True}
+    assert model.config.tiling == processor.tiling.to_dict() == saved
+    assert processor.tokens_for_image(128, 128) == 5 * 8  # 2x2 + thumbnail, K = 8 each
+    after = model.projector.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)  # the projector learnt
