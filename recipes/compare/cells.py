@@ -177,6 +177,7 @@ def run_cell(context: Context, cell: Any) -> dict[str, Any]:
             num_tokens=cell.num_tokens,
             resolution=cell.resolution,
             blind=cell.blind,
+            tiling=cell.tiling,
             log=context.echo,
         )
         model_dir, train_seconds = run.final, run.seconds

@@ -32,6 +32,9 @@ def _setting(cell: Mapping[str, Any]) -> str:
         text += " (block-wise)"
     if cell.get("resolution"):
         text += f" @ {cell['resolution']} px"
+    if tiling := cell.get("tiling"):
+        side = f" of {tiling['tile_size']} px" if tiling["tile_size"] else ""
+        text += f" tiled (<= {tiling['max_tiles']} tiles{side})"
     return text
 
 
@@ -135,6 +138,7 @@ def accuracy_plot(results: Mapping[str, Any], path: Path) -> Path:
 
 def _name(cell: Mapping[str, Any]) -> str:
     name = cell["compressor"] + (" block-wise" if cell.get("blockwise") else "")
+    name += f" tiles<={cell['tiling']['max_tiles']}" if cell.get("tiling") else ""
     return name + (f" @{cell['resolution']}px" if cell.get("resolution") else "")
 
 

@@ -17,6 +17,7 @@ A grid file (keys map 1:1 onto ``CompareGrid``; unknown keys are errors):
       blockwise: [false]
     cells:                      # ... plus these explicit cells (any Cell fields)
       - {compressor: tome, num_tokens: 16, blockwise: true}
+      - {compressor: tome, num_tokens: 4, tiling: {tile_size: 32, max_tiles: 4}}   # K per tile
     data: {num_train: 3000, num_eval: 300}
     schedule: {warmup_steps: 300, steps: [60, 120, 240]}     # recipes.quickstart.training.Schedule
     eval: {tasks: [textvqa, docvqa, ocrbench], limit: null}
@@ -51,6 +52,7 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
+from encoder.tiling import Tiling
 from recipes.quickstart.model import TinySettings
 from recipes.quickstart.training import Schedule
 from recipes.threads import set_threads
@@ -65,13 +67,31 @@ SETUP_FILE = "setup.json"
 SHARED = ("seed", "train", "data", "schedule", "settings", "eval")  # what all cells share
 
 
+def _tiling_settings(value: Any) -> dict[str, Any] | None:
+    """A cell's tiling, checked by ``Tiling`` (errors name the allowed keys), as a dict."""
+    tiling = Tiling.from_value(value)
+    return None if tiling is None else tiling.to_dict()
+
+
+def _tiling_key(tiling: dict[str, Any]) -> list[str]:
+    """Key parts of a tiling cell: tiles<max> (+ t<tile px>, min<n>, nothumb when set)."""
+    parts = [f"tiles{tiling['max_tiles']}"]
+    if tiling["tile_size"]:
+        parts.append(f"t{tiling['tile_size']}")
+    if tiling["min_tiles"] > 1:
+        parts.append(f"min{tiling['min_tiles']}")
+    return parts if tiling["thumbnail"] else [*parts, "nothumb"]
+
+
 @dataclass(frozen=True)
 class Cell:
     """One setting. encoder: "tiny" (the quickstart encoder). resolution: the encoder's input
     side in px (None: the data's size). blockwise: ToMe inside every encoder block
     (``blockwise_tome=K``) instead of once at the output. blind: trained and evaluated on
     blank pages (the image-blind lower bound). model: an already trained model folder to
-    evaluate (train: none). compressor "none" keeps every patch (num_tokens is ignored)."""
+    evaluate (train: none). compressor "none" keeps every patch (num_tokens is ignored).
+    tiling: ``encoder.tiling.Tiling`` settings (InternVL tiles + thumbnail, paper Table A5),
+    num_tokens then per tile; None: no tiling."""
 
     __pydantic_config__ = STRICT
 
@@ -82,6 +102,10 @@ class Cell:
     blockwise: bool = False
     blind: bool = False
     model: str | None = None
+    tiling: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:  # checked and defaults filled, however it was built
+        object.__setattr__(self, "tiling", _tiling_settings(self.tiling))
 
     @property
     def key(self) -> str:
@@ -93,6 +117,8 @@ class Cell:
             parts.append("blockwise")
         if self.blind:
             parts.append("blind")
+        if self.tiling:
+            parts += _tiling_key(self.tiling)
         return "-".join(parts).replace("/", "_")
 
 

@@ -141,12 +141,15 @@ def assemble(
     *,
     num_tokens: int | None = None,
     resolution: int | None = None,
+    tiling: dict[str, Any] | None = None,
     seed: int = 0,
 ) -> tuple[VisionLanguageModel, VLMProcessor]:
     """``build_vlm`` around copies of ``parts`` (so each comparison cell starts equal).
 
     resolution: the encoder's input side in px (default ``settings.image_size``): pages are
-        resized to it, so a larger one gives a finer patch grid for the same budget K."""
+        resized to it, so a larger one gives a finer patch grid for the same budget K.
+    tiling: ``encoder.tiling.Tiling`` settings (tile_size None: the encoder's resolution,
+        ``settings.image_size``); K is then per tile."""
     import copy
 
     model, processor = build_vlm(
@@ -154,6 +157,7 @@ def assemble(
         copy.deepcopy(parts.llm),
         tokenizer=copy.deepcopy(parts.tokenizer),
         seed=seed,
+        tiling=tiling,
         **settings.compressor(method, num_tokens),
     )
     processor.image_processor = dataclasses.replace(

@@ -195,12 +195,13 @@ def train_cell(
     blind: bool = False,
     num_tokens: int | None = None,
     resolution: int | None = None,
+    tiling: dict[str, Any] | None = None,
     warmup: dict[str, float] | None = None,
     log: Any = print,
 ) -> CellRun:
     """Assemble the VLM around ``parts`` (an encoder already warmed up, or not), save it as
     stage 0 and run align -> pretrain -> SFT through ``vlm.training.train``; finished stages
-    are kept (re-runs skip them)."""
+    are kept (re-runs skip them). tiling: ``build_vlm``'s (the stages keep it)."""
     import time
 
     from vlm.training import recipe_from_dict, train
@@ -215,6 +216,7 @@ def train_cell(
             method,
             num_tokens=num_tokens,
             resolution=resolution,
+            tiling=tiling,
             seed=schedule.seed,
         )
         save_stage(model, processor, stage0, schedule.warmup_steps, {"warmup": warmup or {}})
