@@ -99,6 +99,24 @@ def tile_image(
     rows, cols = choose_grid(
         height, width, tile_size=tile_size, min_tiles=min_tiles, max_tiles=max_tiles
     )
+    return cut_tiles(rgb, rows, cols, tile_size=tile_size, thumbnail=thumbnail, resample=resample)
+
+
+def cut_tiles(
+    image: Any,
+    rows: int,
+    cols: int,
+    *,
+    tile_size: int,
+    thumbnail: bool = True,
+    resample: Resampling | int | str = Resampling.BICUBIC,
+) -> tuple[Tensor, TileLayout]:
+    """Steps 3-5 on a grid chosen by the caller: the image resized to (rows*tile_size,
+    cols*tile_size), cut in raster order, + the thumbnail (with > 1 tile and ``thumbnail``).
+    Returns (tiles [T, 3, tile_size, tile_size] float32 in [0, 1], layout)."""
+    rgb = to_rgb(image)
+    positive_int("rows", rows)
+    positive_int("cols", cols)
     filt = resampling(resample)
     resized = rgb.resize((cols * tile_size, rows * tile_size), resample=filt)
     full = pil_to_tensor(resized)  # [3, rows*tile, cols*tile]

@@ -9,6 +9,11 @@ colour means the same direction everywhere. ``equivariance`` writes the paper's 
 (A.5, ``encoder.analysis.scale_equivariance``) per image and their mean as results.json,
 report.md and a bar chart.
 
+``equivariance --tiles [PX]`` adds the tiled rows of Table 2: at each resolution the image
+(keep-aspect, each side rounded to whole tiles) is cut into PX-px tiles (default: the smallest
+resolution), every tile is encoded alone, and the tiles' grids are stitched back into one grid
+by the layout (``encoder.tiling``; no thumbnail); the same measure then runs on those grids.
+
 Each image is resized by ``encoder.image_processing.ImageProcessor(mode="keep-aspect")``: its
 longest side is the resolution, the other side keeps the aspect ratio rounded to the nearest
 multiple of the patch. Resolutions above the encoder's ``max_resolution`` or not a multiple of
@@ -25,13 +30,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global state
 from PIL import Image
 from torch import Tensor
 from tqdm.auto import tqdm
 
 if TYPE_CHECKING:
     from encoder import VisionEncoder
+    from encoder.tiling import TileLayout
 
 # `encoder` (transformers) is imported inside the functions that need it: `radio-vlm --help`
 # and the other subcommands should not pay seconds of import time for this one.
@@ -75,22 +80,74 @@ def encode_at_resolutions(
         )
         for r in resolutions
     ]
-    device = next(encoder.parameters()).device
-    dtype = next(encoder.parameters()).dtype
     grids = []
     for processor in processors:
         pixels = processor.preprocess(image)  # [3, H, W] in [0, 1], sides multiples of patch
-        with torch.inference_mode():
-            out = encoder(pixels[None].to(device=device, dtype=dtype))
-        if adaptor is not None:
-            if adaptor not in out.adaptors:
-                raise ValueError(
-                    f"the encoder returned no {adaptor!r} adaptor (it ran {sorted(out.adaptors)});"
-                    f" build it with adaptor_names=[{adaptor!r}]"
-                )
-            out = out.adaptors[adaptor]
-        grids.append(out.grid[0].float().cpu())
+        grids.append(_encode(encoder, pixels[None], adaptor)[0])
     return grids
+
+
+def encode_tiled_at_resolutions(
+    encoder: VisionEncoder,
+    image: Image.Image,
+    resolutions: Sequence[int],
+    tile_size: int,
+    *,
+    adaptor: str | None = None,
+) -> tuple[list[Tensor], list[TileLayout]]:
+    """The tiled counterpart of ``encode_at_resolutions``: at each resolution the image
+    (keep-aspect, each side rounded to whole tiles, >= 1) is cut into tile_size px tiles, each
+    encoded alone, and their grids stitched back by the layout (no thumbnail) -> grids
+    [rows*h, cols*w, C] (float32, CPU) and the layouts."""
+    from encoder.image_processing import ImageProcessor, to_rgb
+    from encoder.tiling import cut_tiles, untile
+
+    check_tiles(encoder, resolutions, tile_size)
+    rgb = to_rgb(image)
+    grids, layouts = [], []
+    for r in resolutions:
+        # an image processor whose "patch" is a tile rounds the sides to whole tiles
+        whole_tiles = ImageProcessor(patch_size=tile_size, resolution=r, max_resolution=r)
+        height, width = whole_tiles.target_size(rgb.height, rgb.width)
+        rows, cols = height // tile_size, width // tile_size
+        tiles, layout = cut_tiles(rgb, rows, cols, tile_size=tile_size, thumbnail=False)
+        per_tile = _encode(encoder, tiles, adaptor)  # [rows*cols, h, w, C]
+        grids.append(untile(per_tile.permute(0, 3, 1, 2), layout).permute(1, 2, 0))
+        layouts.append(layout)
+    return grids, layouts
+
+
+def _encode(encoder: VisionEncoder, pixels: Tensor, adaptor: str | None) -> Tensor:
+    """pixels [N, 3, H, W] in [0, 1] -> the backbone's (or ``adaptor``'s) grids [N, h, w, C],
+    float32 on the CPU."""
+    device = next(encoder.parameters()).device
+    dtype = next(encoder.parameters()).dtype
+    with torch.inference_mode():
+        out = encoder(pixels.to(device=device, dtype=dtype))
+    if adaptor is not None:
+        if adaptor not in out.adaptors:
+            raise ValueError(
+                f"the encoder returned no {adaptor!r} adaptor (it ran {sorted(out.adaptors)});"
+                f" build it with adaptor_names=[{adaptor!r}]"
+            )
+        out = out.adaptors[adaptor]
+    return out.grid.float().cpu()
+
+
+def check_tiles(encoder: VisionEncoder, resolutions: Sequence[int], tile_size: int) -> None:
+    """Refuse a tile the encoder cannot take, or resolutions that are not whole tiles."""
+    patch, limit = encoder.patch_size, encoder.max_resolution
+    if tile_size < patch or tile_size % patch or tile_size > limit:
+        raise ValueError(
+            f"tile size {tile_size} px must be a multiple of the encoder's patch size {patch} "
+            f"and at most its max_resolution {limit}"
+        )
+    if off := [r for r in resolutions if r % tile_size]:
+        raise ValueError(
+            f"with tiles of {tile_size} px every resolution must be a whole number of tiles; "
+            f"{off} are not (tiling only reaches multiples of the tile: use e.g. "
+            f"{[tile_size * k for k in (1, 2, 4)]})"
+        )
 
 
 def check_resolutions(encoder: VisionEncoder, resolutions: Sequence[int]) -> None:
@@ -116,88 +173,56 @@ def equivariance_results(
     resolutions: Sequence[int],
     *,
     adaptor: str | None = None,
+    tile_size: int | None = None,
     progress: bool = True,
 ) -> dict:
-    """Scale equivariance of each image (name -> picture) and the mean, as written to JSON."""
-    from encoder.analysis import scale_equivariance
-
+    """Scale equivariance of each image (name -> picture) and the mean, as written to JSON;
+    with ``tile_size`` also ``tiled``: the same for the tiled encoding
+    (``encode_tiled_at_resolutions``)."""
     if len(resolutions) < 2:
         raise ValueError(f"scale equivariance needs >= 2 resolutions; got {list(resolutions)}")
-    rows = []
+    if tile_size is not None:
+        check_tiles(encoder, resolutions, tile_size)
+    rows, tiled = [], []
     for name, image in tqdm(images.items(), desc="images", unit="img", disable=not progress):
         grids = encode_at_resolutions(encoder, image, resolutions, adaptor=adaptor)
-        score = scale_equivariance(
-            [g.permute(2, 0, 1) for g in grids],
-            unbiased=SETTINGS["variance"] == "unbiased",
-            antialias=SETTINGS["antialias"],
-        )
-        rows.append(
-            {
-                "image": name,
-                "grids": [f"{g.shape[0]}x{g.shape[1]}" for g in grids],
-                "scale_equivariance": score,
-            }
-        )
-    return {
+        rows.append({"image": name, **_score(grids)})
+        if tile_size is not None:
+            grids, layouts = encode_tiled_at_resolutions(
+                encoder, image, resolutions, tile_size, adaptor=adaptor
+            )
+            tiles = [f"{layout.rows}x{layout.cols}" for layout in layouts]
+            tiled.append({"image": name, "tiles": tiles, **_score(grids)})
+    results = {
         "resolutions": list(resolutions),
         "adaptor": adaptor,
         "settings": SETTINGS,
         "images": rows,
-        "mean_scale_equivariance": float(np.mean([r["scale_equivariance"] for r in rows])),
+        "mean_scale_equivariance": _mean(rows),
     }
+    if tile_size is not None:
+        results["tiled"] = {
+            "tile_size": tile_size,
+            "images": tiled,
+            "mean_scale_equivariance": _mean(tiled),
+        }
+    return results
 
 
-def markdown_report(results: dict) -> str:
-    res = ", ".join(str(r) for r in results["resolutions"])
-    lines = [
-        f"Scale equivariance (paper A.5; lower = more equivariant) of `{results.get('encoder')}`"
-        + (f" adaptor `{results['adaptor']}`" if results["adaptor"] else "")
-        + f" at {res} px.",
-        "",
-        "| image | grids | scale equivariance |",
-        "|---|---|---|",
-    ]
-    for row in results["images"]:
-        lines.append(
-            f"| {row['image']} | {', '.join(row['grids'])} | {row['scale_equivariance']:.4f} |"
-        )
-    lines.append(f"| **mean** | | **{results['mean_scale_equivariance']:.4f}** |")
-    return "\n".join(lines)
+def _score(grids: Sequence[Tensor]) -> dict:
+    """The grids' sizes and their scale equivariance (``SETTINGS``)."""
+    from encoder.analysis import scale_equivariance
+
+    score = scale_equivariance(
+        [g.permute(2, 0, 1) for g in grids],
+        unbiased=SETTINGS["variance"] == "unbiased",
+        antialias=SETTINGS["antialias"],
+    )
+    return {"grids": [f"{g.shape[0]}x{g.shape[1]}" for g in grids], "scale_equivariance": score}
 
 
-def pca_figure(
-    image: Image.Image, grids: Sequence[Tensor], resolutions: Sequence[int], path: Path
-) -> None:
-    """The image, then one PCA picture per resolution (one basis for all), saved as a PNG."""
-    from encoder.analysis import fit_pca, pca_image
-    from encoder.image_processing import to_rgb
-
-    basis = fit_pca(grids)
-    fig = Figure(figsize=(3.2 * (len(grids) + 1), 3.6), dpi=110)
-    axes = fig.subplots(1, len(grids) + 1)
-    axes[0].imshow(to_rgb(image))  # as the encoder sees it (transparency on white)
-    axes[0].set_title("input", fontsize=11)
-    for ax, grid, r in zip(axes[1:], grids, resolutions, strict=True):
-        ax.imshow(pca_image(grid, basis).numpy(), interpolation="nearest")
-        ax.set_title(f"{r} px ({grid.shape[0]}x{grid.shape[1]})", fontsize=11)
-    for ax in axes:
-        ax.axis("off")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-
-
-def _bar_chart(results: dict, path: Path) -> None:
-    rows = results["images"]
-    fig = Figure(figsize=(max(4.0, 0.6 * len(rows) + 2), 3.6), dpi=110)
-    ax = fig.subplots()
-    ax.bar(range(len(rows)), [r["scale_equivariance"] for r in rows], color="#4c72b0")
-    ax.axhline(results["mean_scale_equivariance"], color="#c44e52", ls="--", label="mean")
-    ax.set_xticks(range(len(rows)), [Path(r["image"]).name for r in rows], rotation=45, ha="right")
-    ax.set_ylabel("scale equivariance (lower = better)")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
+def _mean(rows: list[dict]) -> float:
+    return float(np.mean([r["scale_equivariance"] for r in rows]))
 
 
 # ----------------------------------------------------------------------- command line
@@ -223,6 +248,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _shared(eq)
     eq.add_argument(
         "--out", type=Path, default=Path("runs/encoder_equivariance"), help="output folder"
+    )
+    eq.add_argument(
+        "--tiles",
+        type=int,
+        nargs="?",
+        const=0,
+        default=None,
+        metavar="PX",
+        help="also the tiled encoding (paper Table 2): each resolution cut into PX-px tiles "
+        "(default: the smallest resolution), encoded alone and stitched back",
     )
     eq.set_defaults(run=main_equivariance)
 
@@ -261,6 +296,8 @@ def main_pca(args: argparse.Namespace) -> int:
         lambda: encode_at_resolutions(encoder, image, args.resolutions, adaptor=args.adaptor),
         "pca",
     )
+    from recipes.encoder_analysis_report import pca_figure
+
     pca_figure(image, grids, args.resolutions, args.out)
     pairs = zip(args.resolutions, grids, strict=True)
     sizes = ", ".join(f"{r} px -> {g.shape[0]}x{g.shape[1]}" for r, g in pairs)
@@ -275,16 +312,21 @@ def main_equivariance(args: argparse.Namespace) -> int:
         )
     images = {str(path): _open(path, "equivariance") for path in args.images}
     encoder = _build(args, "equivariance")
+    tile_size = None if args.tiles is None else args.tiles or min(args.resolutions)
     results = _guard(
-        lambda: equivariance_results(encoder, images, args.resolutions, adaptor=args.adaptor),
+        lambda: equivariance_results(
+            encoder, images, args.resolutions, adaptor=args.adaptor, tile_size=tile_size
+        ),
         "equivariance",
     )
+    from recipes.encoder_analysis_report import bar_chart, markdown_report
+
     results = {"encoder": str(args.encoder), **results}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     report = markdown_report(results)
     (args.out / "report.md").write_text(report + "\n")
-    _bar_chart(results, args.out / "equivariance.png")
+    bar_chart(results, args.out / "equivariance.png")
     print(f"{report}\n\nwrote {args.out}/results.json, report.md, equivariance.png")
     return 0
 

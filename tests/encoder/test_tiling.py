@@ -16,6 +16,7 @@ from encoder.tiling import (
     Tiling,
     candidate_grids,
     choose_grid,
+    cut_tiles,
     tile_image,
     tile_images,
     untile,
@@ -206,3 +207,14 @@ def test_tile_images_loads_as_the_processor_does():
     assert torch.equal(torch.stack(tiles[:5]), expected)
     with pytest.raises(ImageLoadError, match="5000"):
         tile_images([noise(80, 80)], tiling, processor)  # 6400 px > max_pixels
+
+
+def test_cut_tiles_on_a_grid_the_caller_chose():
+    image = noise(50, 130)
+    tiles, layout = cut_tiles(image, 3, 2, tile_size=16, thumbnail=False)  # not InternVL's grid
+    assert layout == TileLayout(3, 2, False) and tiles.shape == (6, 3, 16, 16)
+    resized = pil_to_tensor(to_rgb(image).resize((32, 48), Image.Resampling.BICUBIC))
+    assert torch.equal(untile(tiles, layout), resized)
+    assert cut_tiles(image, 1, 1, tile_size=16)[1] == TileLayout(1, 1, False)  # no thumbnail
+    with pytest.raises(ValueError, match="rows must be a positive integer; got 0"):
+        cut_tiles(image, 0, 2, tile_size=16)

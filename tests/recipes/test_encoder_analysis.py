@@ -1,4 +1,5 @@
-"""`radio-vlm encoder pca | equivariance` end to end on the tiny b-like RADIO fixture."""
+"""`radio-vlm encoder pca | equivariance` end to end on the tiny b-like RADIO fixture (with
+tiles too: paper Table 2's tiling rows)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from PIL import Image, ImageDraw
 from encoder import build_encoder
 from encoder.analysis import scale_equivariance
 from recipes.cli import main
-from recipes.encoder_analysis import encode_at_resolutions
+from recipes.encoder_analysis import encode_at_resolutions, encode_tiled_at_resolutions
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "radio" / "b-like"  # max 512 px, patch 16
 RESOLUTIONS = [128, 256, 512]
@@ -148,3 +149,50 @@ def test_adaptor_features_and_transparent_images(images, tmp_path):
     assert results["images"][0]["scale_equivariance"] == want
     with pytest.raises(ValueError, match="build it with adaptor_names=\\['sam'\\]"):
         encode_at_resolutions(dino, rgba, [128], adaptor="sam")
+
+
+def test_equivariance_with_tiles_stitches_each_tile_grid_back(images, encoder, tmp_path, capsys):
+    out = tmp_path / "eq"
+    argv = ["encoder", "equivariance", str(images["shapes"]), str(images["tall"]), "--encoder",
+            str(FIXTURE), "--resolutions", "128,256,512", "--tiles", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    results = json.loads((out / "results.json").read_text())
+    tiled = results["tiled"]
+    assert tiled["tile_size"] == 128  # default: the smallest resolution
+    rows = {Path(r["image"]).stem: r for r in tiled["images"]}
+    # 300x200 at 256 px is 256x171 -> 1x2 tiles; at 512 px 512x341 -> 3x4 (sides rounded)
+    assert rows["shapes"]["tiles"] == ["1x1", "1x2", "3x4"]
+    assert rows["shapes"]["grids"] == ["8x8", "8x16", "24x32"]
+    assert rows["tall"]["tiles"] == ["1x1", "2x2", "4x3"]
+    with Image.open(images["shapes"]) as image:
+        image = image.convert("RGB")
+    grids, layouts = encode_tiled_at_resolutions(encoder, image, RESOLUTIONS, 128)
+    assert rows["shapes"]["scale_equivariance"] == scale_equivariance(
+        [g.permute(2, 0, 1) for g in grids]
+    )
+    # by hand at 512 px: the image resized to 3x4 tiles, each encoded alone, put in its place
+    resized = image.resize((4 * 128, 3 * 128), Image.Resampling.BICUBIC)
+    pixels = torch.from_numpy(np.asarray(resized).copy()).permute(2, 0, 1).float() / 255
+    with torch.no_grad():
+        for r in range(3):
+            for c in range(4):
+                tile = pixels[:, r * 128 : (r + 1) * 128, c * 128 : (c + 1) * 128]
+                own = encoder(tile[None]).grid[0]  # [8, 8, C]
+                stitched = grids[2][r * 8 : (r + 1) * 8, c * 8 : (c + 1) * 8]
+                torch.testing.assert_close(stitched, own, rtol=1e-4, atol=1e-4)
+    assert [tuple(layout) for layout in layouts] == [(1, 1, False), (1, 2, False), (3, 4, False)]
+    mean = sum(r["scale_equivariance"] for r in rows.values()) / 2
+    assert tiled["mean_scale_equivariance"] == pytest.approx(mean, rel=1e-12)
+    report = (out / "report.md").read_text()
+    assert "Tiled (paper Table 2's tiling rows): 128 px tiles" in report
+    assert f"| {images['tall']} | 1x1, 2x2, 4x3 | 8x8, 16x16, 32x24 |" in report
+    assert "128 px tiles" in capsys.readouterr().out
+    # an explicit tile size; resolutions that are not whole tiles are refused
+    assert main([*argv[:-3], "--tiles", "256", "--resolutions", "256,512", "--out", str(out)]) == 0
+    assert json.loads((out / "results.json").read_text())["tiled"]["tile_size"] == 256
+    with pytest.raises(SystemExit, match=r"whole number of tiles; \[192\] are not"):
+        main([*argv[:-5], "--resolutions", "128,192", "--tiles", "--out", str(out)])
+    with pytest.raises(
+        SystemExit, match=r"tile size 100 px must be a multiple of .* patch size 16"
+    ):
+        main([*argv[:-3], "--tiles", "100", "--out", str(out)])
