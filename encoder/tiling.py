@@ -214,7 +214,7 @@ class Tiling:
 
     @property
     def size(self) -> int:
-        """The tile side in px; an error while it is still None (not ``resolved``)."""
+        """The tile side in px; an error while it is still None (not ``fitted``)."""
         if self.tile_size is None:
             raise ValueError("tiling.tile_size is not set; Tiling.fitted(image_processor) sets it")
         return self.tile_size
