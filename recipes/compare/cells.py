@@ -178,6 +178,8 @@ def run_cell(context: Context, cell: Any) -> dict[str, Any]:
             resolution=cell.resolution,
             blind=cell.blind,
             tiling=cell.tiling,
+            image_mode=cell.image_mode,
+            dst=cell.dst,
             log=context.echo,
         )
         model_dir, train_seconds = run.final, run.seconds
@@ -205,12 +207,18 @@ def run_cell(context: Context, cell: Any) -> dict[str, Any]:
 
 def _cell_parts(context: Context, cell: Any) -> TinyParts:
     parts = context.parts
-    if not cell.blockwise:
+    options = {
+        "blockwise_tome": cell.num_tokens if cell.blockwise else None,
+        "feature_layers": list(cell.feature_layers) if cell.feature_layers else None,
+        "aggregation": cell.aggregation,
+    }
+    if not (options := {k: v for k, v in options.items() if v is not None}):
         return parts
     from encoder import build_encoder
 
-    # the same (warmed) weights in a tower that merges inside its blocks to K tokens
-    encoder = build_encoder(context.out / "tiny_radio", blockwise_tome=cell.num_tokens)
+    # the same (warmed) weights in a tower that merges inside its blocks to K tokens or
+    # hands on other blocks' features
+    encoder = build_encoder(context.out / "tiny_radio", **options)
     encoder.load_state_dict(parts.encoder.state_dict())
     return TinyParts(encoder, parts.llm, copy.deepcopy(parts.tokenizer))
 

@@ -46,7 +46,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import yaml
@@ -91,7 +91,11 @@ class Cell:
     blank pages (the image-blind lower bound). model: an already trained model folder to
     evaluate (train: none). compressor "none" keeps every patch (num_tokens is ignored).
     tiling: ``encoder.tiling.Tiling`` settings (InternVL tiles + thumbnail, paper Table A5),
-    num_tokens then per tile; None: no tiling."""
+    num_tokens then per tile; None: no tiling. The paper's other ablation axes, as the
+    recipe keys of the same names (None: the default): feature_layers / aggregation (the
+    encoder blocks whose features are used, "sparse" or "dense": Table 7), image_mode
+    ("fixed", "keep-aspect", "native", "pad"), dst (ToMe's sink layout, "top-left" or
+    "random": Table A10)."""
 
     __pydantic_config__ = STRICT
 
@@ -103,9 +107,18 @@ class Cell:
     blind: bool = False
     model: str | None = None
     tiling: dict[str, Any] | None = None
+    feature_layers: tuple[int, ...] | None = None
+    aggregation: Literal["sparse", "dense"] | None = None
+    image_mode: Literal["fixed", "keep-aspect", "native", "pad"] | None = None
+    dst: Literal["top-left", "random"] | None = None
 
     def __post_init__(self) -> None:  # checked and defaults filled, however it was built
         object.__setattr__(self, "tiling", _tiling_settings(self.tiling))
+        if self.dst is not None and (self.compressor != "tome" or self.blockwise):
+            raise ValueError(
+                f"dst (the sink layout of output ToMe) needs compressor 'tome' without "
+                f"blockwise; got compressor {self.compressor!r}, blockwise {self.blockwise}"
+            )
 
     @property
     def key(self) -> str:
@@ -119,6 +132,11 @@ class Cell:
             parts.append("blind")
         if self.tiling:
             parts += _tiling_key(self.tiling)
+        if self.feature_layers is not None:
+            parts.append("L" + "_".join(str(i) for i in self.feature_layers))
+        parts += [v for v in (self.aggregation, self.image_mode) if v is not None]
+        if self.dst is not None:
+            parts.append(f"dst-{self.dst}")
         return "-".join(parts).replace("/", "_")
 
 

@@ -142,6 +142,8 @@ def assemble(
     num_tokens: int | None = None,
     resolution: int | None = None,
     tiling: dict[str, Any] | None = None,
+    image_mode: str | None = None,
+    dst: str | None = None,
     seed: int = 0,
 ) -> tuple[VisionLanguageModel, VLMProcessor]:
     """``build_vlm`` around copies of ``parts`` (so each comparison cell starts equal).
@@ -149,19 +151,25 @@ def assemble(
     resolution: the encoder's input side in px (default ``settings.image_size``): pages are
         resized to it, so a larger one gives a finer patch grid for the same budget K.
     tiling: ``encoder.tiling.Tiling`` settings (tile_size None: the encoder's resolution,
-        ``settings.image_size``); K is then per tile."""
+        ``settings.image_size``); K is then per tile.
+    image_mode: the image processor's mode (None: the encoder's, keep-aspect); dst: ToMe's
+        sink layout (None: top-left)."""
     import copy
 
+    kwargs = settings.compressor(method, num_tokens)
+    if dst is not None:
+        kwargs["compressor_options"] = {**kwargs.get("compressor_options", {}), "dst": dst}
     model, processor = build_vlm(
         copy.deepcopy(parts.encoder),
         copy.deepcopy(parts.llm),
         tokenizer=copy.deepcopy(parts.tokenizer),
         seed=seed,
         tiling=tiling,
-        **settings.compressor(method, num_tokens),
+        **kwargs,
     )
+    image = {"resolution": resolution or settings.image_size, "mode": image_mode}
     processor.image_processor = dataclasses.replace(
-        processor.image_processor, resolution=resolution or settings.image_size
+        processor.image_processor, **{k: v for k, v in image.items() if v is not None}
     )
     return model, processor
 

@@ -196,12 +196,15 @@ def train_cell(
     num_tokens: int | None = None,
     resolution: int | None = None,
     tiling: dict[str, Any] | None = None,
+    image_mode: str | None = None,
+    dst: str | None = None,
     warmup: dict[str, float] | None = None,
     log: Any = print,
 ) -> CellRun:
     """Assemble the VLM around ``parts`` (an encoder already warmed up, or not), save it as
     stage 0 and run align -> pretrain -> SFT through ``vlm.training.train``; finished stages
-    are kept (re-runs skip them). tiling: ``build_vlm``'s (the stages keep it)."""
+    are kept (re-runs skip them). tiling, image_mode, dst: ``assemble``'s (saved with the
+    model, so the stages keep them)."""
     import time
 
     from vlm.training import recipe_from_dict, train
@@ -217,6 +220,8 @@ def train_cell(
             num_tokens=num_tokens,
             resolution=resolution,
             tiling=tiling,
+            image_mode=image_mode,
+            dst=dst,
             seed=schedule.seed,
         )
         save_stage(model, processor, stage0, schedule.warmup_steps, {"warmup": warmup or {}})
