@@ -70,10 +70,11 @@ class DataSplits:
 
 def synthdoc_config(settings: TinySettings, seed: int) -> SynthDocConfig:
     """synthdoc pages of ``settings.levels`` (the quickstart: easy, over its vocabulary; the
-    dense world: dense, over every built-in word), all three styles."""
+    dense world: dense, over every built-in word), of ``settings.styles``."""
     return SynthDocConfig(
         image_size=settings.image_size,
         levels=settings.levels,
+        styles=settings.styles,
         vocabulary=None if settings.vocabulary is None else list(settings.vocabulary),
         font_scale=settings.font_scale,
         colors=settings.colors,

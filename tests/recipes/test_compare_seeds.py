@@ -93,6 +93,10 @@ def test_shipped_dense_grids_load():
     assert [c.key for c in lite.expand()] == [c.key for c in main_grid.expand()]
     assert lite.settings_obj.levels == ("dense-lite",) and len(lite.settings_obj.vocabulary) == 20
     assert lite.schedule_obj == main_grid.schedule_obj  # one schedule for both dense grids
+    word = load_grid("recipes/compare/dense_word.yaml")  # the same cells, word questions only
+    assert [c.key for c in word.expand()] == [c.key for c in main_grid.expand()]
+    assert word.settings_obj.styles == ("textvqa",) and word.eval["tasks"] == ["textvqa"]
+    assert word.schedule_obj == main_grid.schedule_obj
     k64 = load_grid("recipes/compare/dense_lite_k64.yaml")  # shares dense_lite's folder
     assert (k64.name, k64.settings_obj, k64.schedule_obj) == (
         lite.name,
