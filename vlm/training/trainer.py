@@ -32,10 +32,12 @@ from typing import Any
 
 import torch
 from transformers import PreTrainedModel, Trainer, TrainerCallback
+from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
+from .composite import save_in_dtype
 from .lora import is_peft_model
-from .modules import ModulePlan, param_groups
+from .modules import ATTRIBUTES, ModulePlan, param_groups
 from .resume import check_adapter_restored, load_model_weights
 
 logger = logging.getLogger(__name__)
@@ -45,10 +47,18 @@ class VLMTrainer(Trainer):
     """``Trainer`` whose optimizer has one LR per module (``plans``)."""
 
     def __init__(
-        self, *args: Any, plans: dict[str, ModulePlan], nonfinite: str = "error", **kwargs: Any
+        self,
+        *args: Any,
+        plans: dict[str, ModulePlan],
+        nonfinite: str = "error",
+        weights_source: Path | None = None,
+        weights_dtype: torch.dtype = torch.float32,
+        **kwargs: Any,
     ) -> None:
         self.plans = plans
         self.nonfinite = nonfinite
+        self.weights_source = weights_source  # the saved model the stage started from
+        self.weights_dtype = weights_dtype  # what saves write (the recipe's model.dtype)
         self.skipped_steps: list[int] = []  # optimizer steps dropped for non-finite gradients
         super().__init__(*args, **kwargs)
         if nonfinite == "skip" and self.is_deepspeed_enabled:
@@ -111,6 +121,30 @@ class VLMTrainer(Trainer):
             kwargs = {k: v for k, v in kwargs.items() if k in ("lr", "betas", "eps")}
         self.optimizer = optimizer_cls(groups, **kwargs)
         return self.optimizer
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Under DeepSpeed (a plain model loaded from ``weights_source``), every weight in
+        ``weights_dtype`` however the engine holds it (bf16 casts frozen weights too): see
+        ``vlm.training.composite.save_in_dtype``. Otherwise the Trainer's own save."""
+        if (
+            not self.is_deepspeed_enabled
+            or self.weights_source is None
+            or is_peft_model(self.model)
+        ):
+            return super().save_model(output_dir, _internal_call)
+        output_dir = output_dir or self.args.output_dir
+        trained = {ATTRIBUTES[name] for name, plan in self.plans.items() if plan.trainable}
+        save_in_dtype(
+            self.model,
+            output_dir,
+            source=self.weights_source,
+            trained=trained,
+            dtype=self.weights_dtype,
+            main=self.args.should_save,
+        )
+        if self.args.should_save:
+            self.processing_class.save_pretrained(output_dir)
+            torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
         target = self.model if model is None else model
