@@ -34,7 +34,6 @@ from typing import Any
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
 from transformers.core_model_loading import revert_weight_conversion
 
@@ -49,43 +48,78 @@ SHARD_BYTES = 2 << 30  # 2 GiB per file: the most one process holds while writin
 
 class ShardWriter:
     """Sharded safetensors + ``model.safetensors.index.json`` (what ``from_pretrained``
-    reads), holding at most one shard's tensors at a time."""
+    reads). Each tensor's bytes go to disk when it is added (a shard's data is staged in a
+    side file, then copied behind its header), so writing holds one tensor at a time."""
 
     def __init__(self, folder: Path, max_bytes: int = SHARD_BYTES) -> None:
         self.folder, self.max_bytes = Path(folder), max_bytes
-        self.pending: dict[str, torch.Tensor] = {}
-        self.pending_bytes = 0
-        self.files: list[list[str]] = []  # keys of each written file
-        self.total = 0
+        self.headers: list[dict[str, dict]] = []  # each written shard's tensors
+        self.current: dict[str, dict] = {}
+        self.data: Any = None  # the current shard's staged bytes
+        self.offset = self.total = 0
 
     def add(self, key: str, tensor: torch.Tensor) -> None:
-        if key in self.pending or any(key in keys for keys in self.files):
+        if key in self.current or any(key in header for header in self.headers):
             raise ValueError(f"tensor {key!r} written twice")
+        tensor = tensor.detach().to("cpu").contiguous()
         nbytes = tensor.numel() * tensor.element_size()
-        if self.pending and self.pending_bytes + nbytes > self.max_bytes:
+        if self.current and self.offset + nbytes > self.max_bytes:
             self._flush()
-        self.pending[key] = tensor.detach().to("cpu").contiguous()
-        self.pending_bytes += nbytes
+        if self.data is None:
+            self.data = open(self._staged(), "wb")  # noqa: SIM115 (closed in _flush)
+        self.data.write(tensor.reshape(-1).view(torch.uint8).numpy())
+        self.current[key] = {
+            "dtype": _SAFETENSORS_DTYPES[tensor.dtype],
+            "shape": list(tensor.shape),
+            "data_offsets": [self.offset, self.offset + nbytes],
+        }
+        self.offset += nbytes
         self.total += nbytes
 
+    def _staged(self) -> Path:
+        return self.folder / f".part-{len(self.headers)}.data"
+
     def _flush(self) -> None:
-        save_file(self.pending, self.folder / f"part-{len(self.files)}", metadata={"format": "pt"})
-        self.files.append(list(self.pending))
-        self.pending, self.pending_bytes = {}, 0
+        header = json.dumps({"__metadata__": {"format": "pt"}, **self.current}).encode()
+        header += b" " * (-len(header) % 8)  # the format's 8-byte alignment
+        if self.data is None:  # an empty model: an empty file
+            self.data = open(self._staged(), "wb")  # noqa: SIM115
+        self.data.close()
+        staged = self._staged()
+        with open(self.folder / f".part-{len(self.headers)}", "wb") as out, open(staged, "rb") as f:
+            out.write(len(header).to_bytes(8, "little") + header)
+            shutil.copyfileobj(f, out, 16 << 20)
+        staged.unlink()
+        self.headers.append(self.current)
+        self.current, self.data, self.offset = {}, None, 0
 
     def close(self) -> None:
-        if self.pending or not self.files:
+        if self.current or not self.headers:
             self._flush()
-        count, weight_map = len(self.files), {}
-        for i, keys in enumerate(self.files):
+        count, weight_map = len(self.headers), {}
+        for i, header in enumerate(self.headers):
             name = f"model-{i + 1:05d}-of-{count:05d}.safetensors"
-            (self.folder / f"part-{i}").rename(self.folder / name)
-            weight_map.update(dict.fromkeys(keys, name))
+            (self.folder / f".part-{i}").rename(self.folder / name)
+            weight_map.update(dict.fromkeys(header, name))
         index = {
             "metadata": {"total_size": self.total},
             "weight_map": dict(sorted(weight_map.items())),
         }
         (self.folder / INDEX).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+
+
+_SAFETENSORS_DTYPES = {
+    torch.float64: "F64",
+    torch.float32: "F32",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.int64: "I64",
+    torch.int32: "I32",
+    torch.int16: "I16",
+    torch.int8: "I8",
+    torch.uint8: "U8",
+    torch.bool: "BOOL",
+}
 
 
 def weight_files(folder: str | Path) -> list[Path]:
@@ -101,9 +135,10 @@ def weight_files(folder: str | Path) -> list[Path]:
 
 def read_tensors(folder: str | Path, keep: Callable[[str], bool]) -> Iterator[tuple[str, Any]]:
     """(file key, tensor) for every tensor of ``folder``'s weights whose key ``keep`` accepts,
-    read one at a time."""
+    read one at a time (pread, not mmap: a mapped file's pages would stay resident until
+    the whole file is done)."""
     for path in weight_files(folder):
-        with safe_open(path, framework="pt") as f:
+        with safe_open(path, framework="pt", backend="pread") as f:
             names = f.keys()  # a safe_open handle is not a dict
             for key in names:
                 if keep(key):
@@ -148,7 +183,7 @@ def assemble(spec: Any, *, seed: int, folder: str | Path, dtype: torch.dtype | N
             writer.add(key, tensor)
         prefix = ATTRIBUTES["llm"] + "."
         for key, tensor in read_tensors(llm_dir, lambda k: prefix + k not in real):
-            writer.add(prefix + key, tensor if dtype is None else tensor.to(dtype))
+            writer.add(prefix + key, tensor)  # as stored (bf16 for hub LLMs); cast on loading
         writer.close()
         model.config.save_pretrained(partial)
         if model.generation_config is not None:

@@ -8,6 +8,7 @@ import json
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from train_helpers import tiny_recipe
 
 from vlm.tiny import ARCH_TEMPLATE, tiny_llm, tiny_tokenizer
@@ -63,3 +64,26 @@ def test_shard_writer_splits_and_indexes(tmp_path):
     assert len(files) == 3 and files[0].name == "model-00001-of-00003.safetensors"
     index = json.loads((tmp_path / INDEX).read_text())
     assert index["metadata"]["total_size"] == 5 * 32 and set(index["weight_map"]) == set(tensors)
+    read = {k: v for path in files for k, v in load_file(path).items()}
+    assert all(torch.equal(read[k], tensors[k]) for k in tensors)
+
+
+def test_shard_writer_writes_what_safetensors_reads(tmp_path):
+    tensors = {
+        "bf16": torch.randn(3, 5).bfloat16(),
+        "f16": torch.randn(7).half(),
+        "i64": torch.arange(6).view(2, 3),
+        "mask": torch.tensor([True, False, True]),
+        "scalar": torch.tensor(2.5),
+        "empty": torch.zeros(0, 4),
+        "strided": torch.randn(4, 6).t(),  # not contiguous
+    }
+    writer = ShardWriter(tmp_path)
+    for key, tensor in tensors.items():
+        writer.add(key, tensor)
+    writer.close()
+    (path,) = weight_files(tmp_path)
+    read = load_file(path)
+    assert set(read) == set(tensors) and not list(tmp_path.glob(".part*"))
+    for key, tensor in tensors.items():
+        assert read[key].dtype == tensor.dtype and torch.equal(read[key], tensor), key
