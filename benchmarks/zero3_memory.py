@@ -39,7 +39,7 @@ if __package__ in (None, ""):  # run as a file: put the project root first on th
 
 REPO = Path(__file__).resolve().parents[1]
 GIB = 1 << 30
-PHASES = ("start", "loaded", "stepped", "end")
+PHASES = ("start", "loaded", "engine", "stepped", "end")
 
 
 def status(field: str) -> int:
@@ -105,7 +105,14 @@ def rank_main(mode: str, report: Path, recipe_args: list[str]) -> None:
             mark("stepped")
         return save_model(self, *args, **kwargs)
 
+    begin = run.RunInfoCallback.on_train_begin
+
+    def engine_marks(self, *args, **kwargs):
+        mark("engine")  # the Trainer's DeepSpeed engine and optimizer exist, no step yet
+        return begin(self, *args, **kwargs)
+
     run.stage_model = stage_model
+    run.RunInfoCallback.on_train_begin = engine_marks
     VLMTrainer.save_model = first_save_marks
     started = time.time()
     code = cli.main(recipe_args)
@@ -228,10 +235,11 @@ def main() -> None:
             "model exists (imports, process group); 'above start': end - start"
         )
         print(
-            "| build | rank | start | model loaded | after the step | end (save) | above start "
+            "| build | rank | start | model loaded | engine ready | after the step | end (save) "
+            "| above start "
             "| anon peak | launch |"
         )
-        print("|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|")
         for mode, reports, seconds in rows:
             for rank, marks in enumerate(reports):
                 cells = [cell(marks[p]["vmhwm"], full) for p in PHASES]

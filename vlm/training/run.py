@@ -178,13 +178,14 @@ def stage_model(
     recipe: Recipe, args: TrainingArguments, quant: dict[str, Any], main: bool, resuming: bool
 ) -> tuple[Any, Any, Path | None]:
     """The stage's starting model and processor, and the saved model they were loaded from
-    (None: built in memory). Under DeepSpeed every stage loads a saved model with
-    ``from_pretrained`` (under ZeRO-3 partitioned while loading, never whole in one
-    process): ``init_from``, or for a new model its assembly in ``output_dir/base``
-    (``vlm.training.composite.assemble``, tensor by tensor), in float32 unless ``model.dtype``
-    says otherwise (DeepSpeed wants one dtype)."""
+    (None: built in memory). Under DeepSpeed and FSDP every stage loads a saved model with
+    ``from_pretrained`` (ZeRO-3: partitioned while loading; FSDP's cpu_ram_efficient_loading:
+    on the main process only): ``init_from``, or for a new model its assembly in
+    ``output_dir/base`` (``vlm.training.composite.assemble``, tensor by tensor), in float32
+    unless ``model.dtype`` says otherwise (the engines want one dtype)."""
     spec = recipe.model
-    if args.deepspeed_plugin is None:
+    fsdp = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+    if args.deepspeed_plugin is None and not fsdp:
         model, processor = build_model(spec, seed=args.seed, llm_loader_kwargs=quant)
         return model, processor, None
     if spec.init_from is None:

@@ -211,6 +211,15 @@ class RunInfoCallback(TrainerCallback):
                 f"{info['distributed_type']} (is ACCELERATE_USE_CPU set? it replaces DeepSpeed "
                 "with DDP). Unset it: CPU training is chosen by the recipe (train.use_cpu)."
             )
+        if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" and (
+            info["distributed_type"] != "FSDP"
+        ):
+            raise RuntimeError(
+                "accelerate was configured for FSDP but the run got "
+                f"{info['distributed_type']}: accelerate (1.15) applies FSDP only to GPU-type "
+                "processes, never to CPU ones (train.use_cpu, or no GPU), which it runs as "
+                "plain data parallel instead. Run FSDP on GPUs, or use DeepSpeed on the CPU."
+            )
         if state.is_world_process_zero:
             path = Path(args.output_dir) / "run_info.json"
             path.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
