@@ -191,35 +191,41 @@ def _offloads_optimizer(trainer: Trainer) -> bool:
     return zero.get("offload_optimizer", {}).get("device", "none") not in ("none", None)
 
 
+# a launch configured for an engine that silently got another: why, and what to do
+_ENGINE_FALLBACKS = {
+    "DEEPSPEED": (
+        "DeepSpeed",
+        " (is ACCELERATE_USE_CPU set? it replaces DeepSpeed with DDP). Unset it: CPU training "
+        "is chosen by the recipe (train.use_cpu).",
+    ),
+    "FSDP": (
+        "FSDP",
+        ": accelerate (1.15) applies FSDP only to GPU-type processes, never to CPU ones "
+        "(train.use_cpu, or no GPU), which it runs as plain data parallel instead. Run FSDP on "
+        "GPUs, or DeepSpeed on the CPU.",
+    ),
+}
+
+
 class RunInfoCallback(TrainerCallback):
     """At train start, records what the launch really produced (``run_info.json``): the
     distributed type, process count, engine and optimizer classes. Wrong launch setups
     degrade silently (an env var turns DeepSpeed into DDP, a MULTI_CPU config starts one
     process), so this is printed and tests assert it. Also refuses the silent fallback of a
-    DeepSpeed launch that did not get DeepSpeed."""
+    DeepSpeed or FSDP launch that did not get that engine."""
 
     def __init__(self, trainer: Trainer | None = None) -> None:
         self.trainer = trainer
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         info = describe_run(self.trainer)
-        if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true" and (
-            info["distributed_type"] != "DEEPSPEED"
-        ):
-            raise RuntimeError(
-                "accelerate was configured for DeepSpeed but the run got "
-                f"{info['distributed_type']} (is ACCELERATE_USE_CPU set? it replaces DeepSpeed "
-                "with DDP). Unset it: CPU training is chosen by the recipe (train.use_cpu)."
-            )
-        if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" and (
-            info["distributed_type"] != "FSDP"
-        ):
-            raise RuntimeError(
-                "accelerate was configured for FSDP but the run got "
-                f"{info['distributed_type']}: accelerate (1.15) applies FSDP only to GPU-type "
-                "processes, never to CPU ones (train.use_cpu, or no GPU), which it runs as "
-                "plain data parallel instead. Run FSDP on GPUs, or use DeepSpeed on the CPU."
-            )
+        got = info["distributed_type"]
+        for engine, (name, why) in _ENGINE_FALLBACKS.items():
+            configured = os.environ.get(f"ACCELERATE_USE_{engine}", "false").lower() == "true"
+            if configured and got != engine:
+                raise RuntimeError(
+                    f"accelerate was configured for {name} but the run got {got}{why}"
+                )
         if state.is_world_process_zero:
             path = Path(args.output_dir) / "run_info.json"
             path.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
