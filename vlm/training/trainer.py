@@ -1,6 +1,6 @@
 """transformers' Trainer with per-module learning rates, plus run bookkeeping callbacks.
 
-Only two methods are overridden, both minimally:
+A few methods are overridden, each minimally:
 
 - ``create_optimizer``: one param group per module (projector / LLM / encoder, each split
   into weight decay or not) with that module's LR. Passing ``optimizers=(opt, None)`` to the
@@ -16,6 +16,9 @@ Only two methods are overridden, both minimally:
   with an error naming the step, or (``train.nonfinite: skip``) drops that optimizer step and
   counts it. The Trainer itself only hides such losses from the log (``logging_nan_inf_filter``)
   and steps on.
+- ``save_model``: under DeepSpeed every weight is saved in the recipe's ``model.dtype``
+  (``vlm.training.composite.save_in_dtype``); the engine's bf16 copies would round the frozen
+  weights and the Trainer's 16-bit gather would hold the whole model on rank 0.
 - ``_get_train_sampler``: length-grouped sampling reads ``train_dataset.lengths`` instead of
   processing every sample (images included) to measure it, which Trainer does for datasets
   that are not ``datasets.Dataset``.
