@@ -116,7 +116,11 @@ def build_vlm(
         tiling=tiling,
     )
     if len(tokenizer) > llm.get_input_embeddings().num_embeddings:
-        llm.resize_token_embeddings(len(tokenizer))
+        # the new rows are drawn at random: seeded, so that every process (and
+        # vlm.training.composite, which resizes outside this function) gets the same rows
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            llm.resize_token_embeddings(len(tokenizer))
     # the LLM's context, where the training data's max_length defaults to (VLMProcessor)
     context = getattr(llm.config.get_text_config(), "max_position_embeddings", None)
     if isinstance(context, int) and context < tokenizer.model_max_length:

@@ -100,8 +100,9 @@ def lora_base_of(folder: str | Path) -> Path:
 
 
 def _build(
-    spec: ModelSpec, seed: int, dtype: torch.dtype | None
+    spec: ModelSpec, seed: int, dtype: torch.dtype | None, llm: tuple[Any, Any] | None = None
 ) -> tuple[VisionLanguageModel, VLMProcessor]:
+    """llm: (model, tokenizer) instead of ``spec.llm``'s (``vlm.training.composite``)."""
     # encoder settings go to build_encoder only when given, so each loader keeps its defaults
     encoder_settings = {
         "feature_layers": spec.feature_layers,
@@ -112,7 +113,7 @@ def _build(
     markers = tuple(spec.image_markers) if spec.image_markers else None
     if markers is not None and len(markers) != 2:
         raise RecipeError(f"model.image_markers must be [start, end]; got {spec.image_markers}")
-    llm, tokenizer = _llm(spec.llm, dtype)
+    llm, tokenizer = llm or _llm(spec.llm, dtype)
     with tempfile.TemporaryDirectory(prefix="radio-vlm-tiny-") as tmp:
         encoder = spec.encoder
         if encoder == "tiny":

@@ -36,8 +36,10 @@ from .checkpoints import (
     verified_resume_point,
     write_marker,
 )
-from .loading import build_model
+from .composite import assemble
+from .loading import ADAPTER_CONFIG, _dtype, build_model
 from .lora import (
+    BASE_DIR,
     apply_lora,
     is_peft_model,
     lora_base,
@@ -83,19 +85,17 @@ def train(recipe: Recipe) -> Path:
             "train.lora.quantize (QLoRA) needs model.init_from: a saved full-precision stage "
             "to serve as the base the adapter is merged into later"
         )
-    # The model is built (and wrapped for LoRA) BEFORE TrainingArguments: once those exist
-    # with a ZeRO-3 config, transformers builds every model under deepspeed.zero.Init, which
-    # vlm.build_vlm's meta-device assembly does not support. Each process builds the full
-    # model; DeepSpeed partitions it when the Trainer starts (zero3_init_flag: false).
-    model, processor = build_model(recipe.model, seed=spec.seed, llm_loader_kwargs=quant)
-    apply_freeze(model, plans)
+    # TrainingArguments BEFORE the model: with a ZeRO-3 config they make every model created
+    # from here on born partitioned (transformers' deepspeed.zero.Init + from_pretrained path)
+    args = training_arguments(spec, settings)
     main = int(os.environ.get("RANK", "0")) == 0  # global rank (torchrun / accelerate launch)
+    model, processor, source = stage_model(recipe, args, quant, main, resuming=bool(checkpoint))
+    apply_freeze(model, plans)
     if uses_lora(plans):
         base, write_base = lora_base(recipe.model.init_from, output_dir)
         if write_base and main and not is_complete(base):
             save_base(model, processor, base)
         model = apply_lora(model, plans, spec.lora, base, spec.activation_checkpointing)
-    args = training_arguments(spec, settings)
     if checkpoint is not None:
         checkpoint = verified_checkpoint(checkpoint, spec, output_dir, main)
     if main:
@@ -139,6 +139,8 @@ def train(recipe: Recipe) -> Path:
         ],
         plans=plans,
         nonfinite=spec.nonfinite,
+        weights_source=source,
+        weights_dtype=_dtype(recipe.model.dtype) or torch.float32,
     )
     run_info.trainer = trainer
     if spec.stop_at_step is not None:
@@ -166,8 +168,44 @@ def train(recipe: Recipe) -> Path:
     trainer.accelerator.wait_for_everyone()
     if main:
         write_marker(output_dir, "stage", trainer.state.global_step, recursive=False)
+        if source == (output_dir / BASE_DIR).resolve() and not uses_lora(plans):
+            shutil.rmtree(source)  # the assembled start (composite.assemble): no longer needed
         print(f"[radio-vlm] stage {recipe.stage!r} finished: model + processor in {output_dir}")
     return output_dir
+
+
+def stage_model(
+    recipe: Recipe, args: TrainingArguments, quant: dict[str, Any], main: bool, resuming: bool
+) -> tuple[Any, Any, Path | None]:
+    """The stage's starting model and processor, and the saved model they were loaded from
+    (None: built in memory). Under DeepSpeed and FSDP every stage loads a saved model with
+    ``from_pretrained`` (ZeRO-3: partitioned while loading; FSDP's cpu_ram_efficient_loading:
+    on the main process only): ``init_from``, or for a new model its assembly in
+    ``output_dir/base`` (``vlm.training.composite.assemble``, tensor by tensor), in float32
+    unless ``model.dtype`` says otherwise (the engines want one dtype)."""
+    spec = recipe.model
+    fsdp = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+    if args.deepspeed_plugin is None and not fsdp:
+        model, processor = build_model(spec, seed=args.seed, llm_loader_kwargs=quant)
+        return model, processor, None
+    if spec.init_from is None:
+        base = Path(args.output_dir) / BASE_DIR
+        with args.main_process_first(local=False, desc="assembling the new model"):
+            if main and not (resuming and is_complete(base)):  # a fresh start: the recipe's
+                assemble(spec, seed=args.seed, folder=base, dtype=_dtype(spec.dtype))
+        spec = dataclasses.replace(spec, init_from=str(base))
+    spec = dataclasses.replace(spec, dtype=spec.dtype or "float32")
+    model, processor = build_model(spec, seed=args.seed, llm_loader_kwargs=quant)
+    source = Path(spec.init_from).resolve()
+    params = list(model.parameters())
+    partitioned = sum(hasattr(p, "ds_id") for p in params)  # deepspeed.zero.Init's mark
+    if main and partitioned:
+        print(
+            f"[radio-vlm] ZeRO-3: the model was loaded partitioned ({partitioned} of "
+            f"{len(params)} parameters hold only their shard) from {source}",
+            flush=True,
+        )
+    return model, processor, None if (source / ADAPTER_CONFIG).is_file() else source
 
 
 def is_last_step(checkpoint: Path, spec: TrainSpec) -> bool:

@@ -1,6 +1,6 @@
 """transformers' Trainer with per-module learning rates, plus run bookkeeping callbacks.
 
-Only two methods are overridden, both minimally:
+A few methods are overridden, each minimally:
 
 - ``create_optimizer``: one param group per module (projector / LLM / encoder, each split
   into weight decay or not) with that module's LR. Passing ``optimizers=(opt, None)`` to the
@@ -16,6 +16,9 @@ Only two methods are overridden, both minimally:
   with an error naming the step, or (``train.nonfinite: skip``) drops that optimizer step and
   counts it. The Trainer itself only hides such losses from the log (``logging_nan_inf_filter``)
   and steps on.
+- ``save_model``: under DeepSpeed every weight is saved in the recipe's ``model.dtype``
+  (``vlm.training.composite.save_in_dtype``); the engine's bf16 copies would round the frozen
+  weights and the Trainer's 16-bit gather would hold the whole model on rank 0.
 - ``_get_train_sampler``: length-grouped sampling reads ``train_dataset.lengths`` instead of
   processing every sample (images included) to measure it, which Trainer does for datasets
   that are not ``datasets.Dataset``.
@@ -32,10 +35,12 @@ from typing import Any
 
 import torch
 from transformers import PreTrainedModel, Trainer, TrainerCallback
+from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
+from .composite import save_in_dtype
 from .lora import is_peft_model
-from .modules import ModulePlan, param_groups
+from .modules import ATTRIBUTES, ModulePlan, param_groups
 from .resume import check_adapter_restored, load_model_weights
 
 logger = logging.getLogger(__name__)
@@ -45,10 +50,18 @@ class VLMTrainer(Trainer):
     """``Trainer`` whose optimizer has one LR per module (``plans``)."""
 
     def __init__(
-        self, *args: Any, plans: dict[str, ModulePlan], nonfinite: str = "error", **kwargs: Any
+        self,
+        *args: Any,
+        plans: dict[str, ModulePlan],
+        nonfinite: str = "error",
+        weights_source: Path | None = None,
+        weights_dtype: torch.dtype = torch.float32,
+        **kwargs: Any,
     ) -> None:
         self.plans = plans
         self.nonfinite = nonfinite
+        self.weights_source = weights_source  # the saved model the stage started from
+        self.weights_dtype = weights_dtype  # what saves write (the recipe's model.dtype)
         self.skipped_steps: list[int] = []  # optimizer steps dropped for non-finite gradients
         super().__init__(*args, **kwargs)
         if nonfinite == "skip" and self.is_deepspeed_enabled:
@@ -112,6 +125,30 @@ class VLMTrainer(Trainer):
         self.optimizer = optimizer_cls(groups, **kwargs)
         return self.optimizer
 
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Under DeepSpeed (a plain model loaded from ``weights_source``), every weight in
+        ``weights_dtype`` however the engine holds it (bf16 casts frozen weights too): see
+        ``vlm.training.composite.save_in_dtype``. Otherwise the Trainer's own save."""
+        if (
+            not self.is_deepspeed_enabled
+            or self.weights_source is None
+            or is_peft_model(self.model)
+        ):
+            return super().save_model(output_dir, _internal_call)
+        output_dir = output_dir or self.args.output_dir
+        trained = {ATTRIBUTES[name] for name, plan in self.plans.items() if plan.trainable}
+        save_in_dtype(
+            self.model,
+            output_dir,
+            source=self.weights_source,
+            trained=trained,
+            dtype=self.weights_dtype,
+            main=self.args.should_save,
+        )
+        if self.args.should_save:
+            self.processing_class.save_pretrained(output_dir)
+            torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
+
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
         target = self.model if model is None else model
         if self.is_fsdp_enabled or not isinstance(target, PreTrainedModel):
@@ -157,26 +194,41 @@ def _offloads_optimizer(trainer: Trainer) -> bool:
     return zero.get("offload_optimizer", {}).get("device", "none") not in ("none", None)
 
 
+# a launch configured for an engine that silently got another: why, and what to do
+_ENGINE_FALLBACKS = {
+    "DEEPSPEED": (
+        "DeepSpeed",
+        " (is ACCELERATE_USE_CPU set? it replaces DeepSpeed with DDP). Unset it: CPU training "
+        "is chosen by the recipe (train.use_cpu).",
+    ),
+    "FSDP": (
+        "FSDP",
+        ": accelerate (1.15) applies FSDP only to GPU-type processes, never to CPU ones "
+        "(train.use_cpu, or no GPU), which it runs as plain data parallel instead. Run FSDP on "
+        "GPUs, or DeepSpeed on the CPU.",
+    ),
+}
+
+
 class RunInfoCallback(TrainerCallback):
     """At train start, records what the launch really produced (``run_info.json``): the
     distributed type, process count, engine and optimizer classes. Wrong launch setups
     degrade silently (an env var turns DeepSpeed into DDP, a MULTI_CPU config starts one
     process), so this is printed and tests assert it. Also refuses the silent fallback of a
-    DeepSpeed launch that did not get DeepSpeed."""
+    DeepSpeed or FSDP launch that did not get that engine."""
 
     def __init__(self, trainer: Trainer | None = None) -> None:
         self.trainer = trainer
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         info = describe_run(self.trainer)
-        if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true" and (
-            info["distributed_type"] != "DEEPSPEED"
-        ):
-            raise RuntimeError(
-                "accelerate was configured for DeepSpeed but the run got "
-                f"{info['distributed_type']} (is ACCELERATE_USE_CPU set? it replaces DeepSpeed "
-                "with DDP). Unset it: CPU training is chosen by the recipe (train.use_cpu)."
-            )
+        got = info["distributed_type"]
+        for engine, (name, why) in _ENGINE_FALLBACKS.items():
+            configured = os.environ.get(f"ACCELERATE_USE_{engine}", "false").lower() == "true"
+            if configured and got != engine:
+                raise RuntimeError(
+                    f"accelerate was configured for {name} but the run got {got}{why}"
+                )
         if state.is_world_process_zero:
             path = Path(args.output_dir) / "run_info.json"
             path.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
