@@ -115,9 +115,9 @@ The image-blind row is the same ToMe model trained and evaluated on blank pages:
 guesses from the question alone.{none}
 
 On these one-word pages the compressors tie: any 16-token summary of a page keeps its one large
-word (a negative control for the method). Where what a compressor keeps matters (several small
-items on a mostly blank page, a per-patch stage 0 that keeps the features local) is the dense
-world: `radio-vlm compare recipes/compare/dense_world.yaml --seeds 0,1,2` (see the README).
+word (a negative control for the method). Where what a compressor keeps matters (small text
+on a mostly blank page, a per-patch stage 0 that keeps the features local) is the dense
+world: `radio-vlm compare recipes/compare/dense_word.yaml --seeds 0,1,2` (see the README).
 
 ## How it was trained
 

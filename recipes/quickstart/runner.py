@@ -209,7 +209,7 @@ def run_quickstart(options: QuickstartOptions, echo: Callable[[str], None] = pri
     echo(
         "[quickstart] on one-word pages the compressors tie (any summary keeps one large word); "
         "for pages where what they keep matters: radio-vlm compare "
-        "recipes/compare/dense_world.yaml --seeds 0,1,2 (README, the dense world)"
+        "recipes/compare/dense_word.yaml --seeds 0,1,2 (README, the dense world)"
     )
     echo(f"[quickstart] done in {steps.elapsed:.0f}s: {out / 'report.md'}")
     return json.loads((out / "results.json").read_text(encoding="utf-8"))
