@@ -23,8 +23,9 @@ TITLES = tuple(title for _, title, _ in HEADLINE.values())
 
 
 def mean_sd(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (n - 1); sd is NaN for fewer than two values."""
-    if not values:
+    """Mean and sample standard deviation (n - 1); sd is NaN for fewer than two values.
+    A NaN value (a task the grid did not evaluate) makes both NaN: "n/a" in the tables."""
+    if not values or any(math.isnan(v) for v in values):  # statistics.stdev raises on NaN
         return math.nan, math.nan
     mean = statistics.fmean(values)
     return mean, statistics.stdev(values) if len(values) > 1 else math.nan

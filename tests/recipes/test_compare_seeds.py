@@ -19,6 +19,32 @@ def test_mean_and_sample_sd():
     mean, sd = mean_sd([7.0])
     assert mean == 7.0 and math.isnan(sd)
     assert all(math.isnan(v) for v in mean_sd([]))
+    assert all(math.isnan(v) for v in mean_sd([math.nan, 1.0, 2.0]))  # a task not evaluated
+
+
+def test_a_grid_evaluated_on_one_task_aggregates_the_others_as_missing():
+    # dense_word.yaml evaluates TextVQA only: DocVQA / OCRBench are NaN in every seed
+    per_seed = {
+        seed: {
+            "cells": [
+                {
+                    **_record("tiny-tome-k16", "tome", tome),
+                    "metrics": {"textvqa_val_local": {"exact_match": tome}},
+                },
+                {
+                    **_record("tiny-avgpool-k16", "avgpool", pool),
+                    "metrics": {"textvqa_val_local": {"exact_match": pool}},
+                },
+            ]
+        }
+        for seed, (tome, pool) in {0: (0.8, 0.7), 1: (0.9, 0.7)}.items()
+    }
+    summary = aggregate(per_seed)
+    diff = summary["cells"]["tiny-avgpool-k16"]["vs_tome"]
+    assert diff["TextVQA acc"]["mean"] == pytest.approx(-15.0)
+    assert diff["TextVQA acc"]["se"] == pytest.approx(5.0)  # differences -10, -20
+    assert math.isnan(diff["DocVQA ANLS"]["mean"]) and math.isnan(diff["OCRBench acc"]["se"])
+    assert math.isnan(summary["cells"]["tiny-tome-k16"]["DocVQA ANLS"]["mean"])
 
 
 def test_paired_difference_and_its_standard_error():
