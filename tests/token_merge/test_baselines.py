@@ -205,3 +205,14 @@ def test_non_finite_metric_is_rejected():
     metric[0, 0, 0, 0] = float("nan")
     with pytest.raises(ValueError, match="metric has 1 non-finite values"):
         compress(torch.randn(1, 3, 4, 2), "tome", num_tokens=3, metric=metric)
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")])
+@pytest.mark.parametrize("position", [(0, 0, 0), (1, 1, 1), (3, 2, 0)], ids=["dst", "src", "src2"])
+def test_non_finite_values_are_caught_when_every_source_merges(value, position):
+    # 4x4 at K = 4: whole 2x2 windows, D = K, so every source merges and matching skips the
+    # source norms (the path that finds non-finite values through the similarities instead).
+    grid = torch.randn(2, 4, 4, 3)
+    grid[(1, *position)] = value
+    with pytest.raises(ValueError, match="grid has 1 non-finite values"):
+        compress(grid, "tome", num_tokens=4)
