@@ -100,3 +100,18 @@ def resolve_schedule(
             f"schedule needs one r per block ({depth}); got {len(schedule)}: {list(schedule)}"
         )
     return check_schedule(schedule, num_patches, num_tokens)
+
+
+def check_blockwise_tome(num_tokens: object, feature_layers: Sequence[int] | None) -> int | None:
+    """A tower's ``blockwise_tome`` setting: K, an int >= 1 (or None: off). It excludes
+    per-block ``feature_layers``: the merged blocks keep no grid to read them from."""
+    if num_tokens is None:
+        return None
+    if isinstance(num_tokens, bool) or not isinstance(num_tokens, int) or num_tokens < 1:
+        raise ValueError(f"blockwise_tome must be an int >= 1 (tokens to keep); got {num_tokens!r}")
+    if feature_layers is not None:
+        raise ValueError(
+            "blockwise_tome merges tokens inside the blocks, so per-block feature_layers "
+            "are not available; use one of them"
+        )
+    return num_tokens

@@ -51,6 +51,7 @@ from transformers.image_utils import (
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from .base import EncoderOutput, VisionEncoder, resolve_layers
+from .blockwise_schedule import check_blockwise_tome
 from .blockwise_towers import blockwise_tower_forward, patchify
 
 # A selection for transformers' ``output_hidden_states``: a flag, or indices into the
@@ -103,7 +104,7 @@ class HFVisionTower(VisionEncoder):
         # A sane upper bound, not a hard limit: 4x the training side, at least 1024 px.
         self.max_resolution = max(4 * side, 1024) // self.patch_size * self.patch_size
         self.feature_layers = None if feature_layers is None else self._check_layers(feature_layers)
-        self.blockwise_tome = _check_blockwise(blockwise_tome, feature_layers)
+        self.blockwise_tome = check_blockwise_tome(blockwise_tome, feature_layers)
         width = self.config.hidden_size
         self.hidden_size = width * (1 if self.feature_layers is None else len(self.feature_layers))
 
@@ -347,20 +348,6 @@ class Siglip2NaflexTower(HFVisionTower):
             )
             results.append(self._assemble(row, h, w, output_hidden_states=False))
         return results
-
-
-def _check_blockwise(num_tokens: int | None, feature_layers: Sequence[int] | None) -> int | None:
-    """K for block-wise ToMe (an int >= 1, or None = off); it excludes per-block features."""
-    if num_tokens is None:
-        return None
-    if isinstance(num_tokens, bool) or not isinstance(num_tokens, int) or num_tokens < 1:
-        raise ValueError(f"blockwise_tome must be an int >= 1 (tokens to keep); got {num_tokens!r}")
-    if feature_layers is not None:
-        raise ValueError(
-            "blockwise_tome merges tokens inside the blocks, so per-block feature_layers "
-            "are not available; use one of them"
-        )
-    return num_tokens
 
 
 def _channels(name: str, values: Sequence[float] | float) -> list[float]:

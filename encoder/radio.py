@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from transformers import RadioConfig, RadioModel
 
 from .base import EncoderOutput, VisionEncoder, resolve_layers
+from .blockwise_schedule import check_blockwise_tome
 from .blockwise_tome import blockwise_tome_forward
 from .radio_dinov2 import RadioDinoV2Model
 from .radio_heads import Adaptor, FeatureNormalizer, IntermediateNormalizer
@@ -74,12 +75,7 @@ class RadioEncoder(VisionEncoder):
             )
         self.aggregation = aggregation
         self.feature_layers = None if feature_layers is None else self._check_layers(feature_layers)
-        if blockwise_tome is not None and feature_layers is not None:
-            raise ValueError(
-                "blockwise_tome merges tokens inside the blocks, so per-block feature_layers "
-                "are not available; use one of them"
-            )
-        self.blockwise_tome = blockwise_tome
+        self.blockwise_tome = check_blockwise_tome(blockwise_tome, feature_layers)
         width = model.config.hidden_size
         self.hidden_size = width * (1 if self.feature_layers is None else len(self.feature_layers))
 

@@ -61,3 +61,9 @@ def test_blockwise_excludes_per_block_outputs():
     enc = load_radio(FIXTURE, blockwise_tome=12)
     with pytest.raises(ValueError, match="no per-block hidden states"):
         enc(torch.rand(1, 3, 64, 64), output_hidden_states=True)
+
+
+@pytest.mark.parametrize("bad", [0, -3, True, 2.5, "12"])
+def test_a_bad_budget_is_refused_when_the_tower_is_built(bad):
+    with pytest.raises(ValueError, match=r"blockwise_tome must be an int >= 1 .*got"):
+        load_radio(FIXTURE, blockwise_tome=bad)
