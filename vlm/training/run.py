@@ -22,6 +22,11 @@ from typing import Any
 
 import torch
 from transformers import TrainingArguments, set_seed
+from transformers.utils import (
+    CONFIG_NAME,
+    GENERATION_CONFIG_NAME,
+    SAFE_WEIGHTS_INDEX_NAME,
+)
 
 from vlm import data as vlm_data
 from vlm.schema import RecipeError
@@ -36,7 +41,7 @@ from .checkpoints import (
     verified_resume_point,
     write_marker,
 )
-from .composite import assemble
+from .composite import assemble, weight_files
 from .loading import ADAPTER_CONFIG, _dtype, build_model
 from .lora import (
     BASE_DIR,
@@ -107,7 +112,10 @@ def train(recipe: Recipe) -> Path:
     if checkpoint is not None and is_last_step(checkpoint, spec):
         # the run was killed during its final save: every step is done, so no step is run
         # again (the Trainer would train one more at learning rate 0); only the save is redone
-        return finish_from(checkpoint, model, processor, output_dir, recipe.stage, main)
+        deepspeed = args.deepspeed_plugin is not None
+        finish_from(checkpoint, model, processor, output_dir, recipe.stage, main, deepspeed)
+        drop_assembly(source, output_dir, plans, main)
+        return output_dir
     table = modules_table(model, plans, recipe.stage)
     if main:
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -168,8 +176,8 @@ def train(recipe: Recipe) -> Path:
     trainer.accelerator.wait_for_everyone()
     if main:
         write_marker(output_dir, "stage", trainer.state.global_step, recursive=False)
-        if source == (output_dir / BASE_DIR).resolve() and not uses_lora(plans):
-            shutil.rmtree(source)  # the assembled start (composite.assemble): no longer needed
+    drop_assembly(source, output_dir, plans, main)
+    if main:
         print(f"[radio-vlm] stage {recipe.stage!r} finished: model + processor in {output_dir}")
     return output_dir
 
@@ -208,6 +216,13 @@ def stage_model(
     return model, processor, None if (source / ADAPTER_CONFIG).is_file() else source
 
 
+def drop_assembly(source: Path | None, output_dir: Path, plans: Any, main: bool) -> None:
+    """Remove the assembled start (``composite.assemble`` into output_dir/base) once the
+    stage is finished; a LoRA stage keeps it: it is the base its adapter is merged into."""
+    if main and source == (output_dir / BASE_DIR).resolve() and not uses_lora(plans):
+        shutil.rmtree(source)
+
+
 def is_last_step(checkpoint: Path, spec: TrainSpec) -> bool:
     """The checkpoint was saved after the last step of the schedule this run asks for (the
     same max_steps, or epochs): a longer schedule continues from it instead."""
@@ -219,18 +234,34 @@ def is_last_step(checkpoint: Path, spec: TrainSpec) -> bool:
 
 
 def finish_from(
-    checkpoint: Path, model: Any, processor: Any, output_dir: Path, stage: str, main: bool
+    checkpoint: Path,
+    model: Any,
+    processor: Any,
+    output_dir: Path,
+    stage: str,
+    main: bool,
+    deepspeed: bool = False,
 ) -> Path:
     """The stage's final save from its last checkpoint: its weights loaded strictly (a
-    plain model through ``from_pretrained``'s path, a PEFT adapter through PEFT's), saved
-    with the processor and the loss log, and the stage marked finished."""
-    if is_peft_model(model):
+    plain model through ``from_pretrained``'s path, a PEFT adapter through PEFT's) and saved,
+    or under DeepSpeed (a plain model) its weight files copied; with the processor and the
+    loss log, and the stage marked finished."""
+    copy_weights = deepspeed and not is_peft_model(model)
+    if copy_weights:
+        # Under ZeRO-3 each rank holds only its shard, and under bf16 the engine's copies are
+        # rounded, so the model is not saved from here: the checkpoint's own weights are the
+        # finished model (written by the same VLMTrainer.save_model, in the stage's dtype,
+        # hashed by verified_checkpoint), copied as they are.
+        if main:
+            copy_model_files(checkpoint, output_dir)
+    elif is_peft_model(model):
         model.load_adapter(str(checkpoint), "default", is_trainable=True)
         check_adapter_restored(model, checkpoint)
     else:
         load_model_weights(model, checkpoint)
     if main:
-        model.save_pretrained(output_dir)
+        if not copy_weights:
+            model.save_pretrained(output_dir)
         processor.save_pretrained(output_dir)
         shutil.copyfile(checkpoint / TRAINER_STATE, output_dir / TRAINER_STATE)
         step = json.loads((checkpoint / TRAINER_STATE).read_text(encoding="utf-8"))["global_step"]
@@ -241,6 +272,17 @@ def finish_from(
             flush=True,
         )
     return output_dir
+
+
+def copy_model_files(checkpoint: Path, output_dir: Path) -> None:
+    """The checkpoint's model (config, generation config, safetensors weights and their
+    index) into ``output_dir``, replacing any weights a killed save left there."""
+    for old in output_dir.glob("model*.safetensors*"):
+        old.unlink()  # a partial save's shards would mix into the index
+    names = [CONFIG_NAME, GENERATION_CONFIG_NAME, SAFE_WEIGHTS_INDEX_NAME]
+    for path in [*(checkpoint / name for name in names), *weight_files(checkpoint)]:
+        if path.is_file():
+            shutil.copyfile(path, output_dir / path.name)
 
 
 def launch_settings(spec: TrainSpec) -> dict[str, Any]:

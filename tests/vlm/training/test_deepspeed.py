@@ -163,3 +163,26 @@ def test_zero3_align_stage_in_bf16_saves_float32_weights_that_reload(tmp_path):
     batch = processor(conversations=chat, images=[Image.fromarray(pixels)])
     with torch.no_grad():
         assert torch.equal(model.eval()(**batch).logits, start.eval()(**batch).logits)
+
+    # Killed during the final save (the last checkpoint is written, the stage's own weights are
+    # half written, no complete.json): a resume redoes only the save. Under ZeRO-3 each rank
+    # holds a shard and the engine's copies are bf16, so the saved model must come from the
+    # checkpoint's float32 files, not from the engine (which once wrote empty tensors).
+    final = saved_tensors(out)
+    (out / MARKER).unlink()
+    for path in out.glob("model*.safetensors*"):
+        path.unlink()
+    (out / "model-00001-of-00002.safetensors").write_bytes(b"half a shard")
+    args = [x for o in overrides for x in ("--override", o)]
+    resumed = run(accelerate_command("zero3", recipe, *args, "--resume"))
+    assert "finished from checkpoint-2 (its last step" in resumed.stdout
+    assert (out / MARKER).is_file()
+    assert not (out / "model-00001-of-00002.safetensors").exists()
+    again = saved_tensors(out)
+    assert set(again) == set(final)
+    assert [k for k in final if not torch.equal(again[k], final[k])] == []
+    assert {v.dtype for v in again.values() if v.is_floating_point()} == {torch.float32}
+    model, _ = load_stage(out)
+    with torch.no_grad():
+        assert torch.equal(model.eval()(**batch).logits, start.eval()(**batch).logits)
+    assert not (out / "base").exists()  # the re-assembled start is removed again
