@@ -42,8 +42,7 @@ def load_chat_model(
     compressor / num_tokens: run with another token-merging method or budget K than the
         model was trained with (an experiment: the warning says so).
     """
-    from vlm.modeling import VisionLanguageModel
-    from vlm.processing import VLMProcessor
+    from vlm.saved import load_saved
     from vlm.training.checkpoints import MARKER
     from vlm.training.loading import load_stage
 
@@ -53,8 +52,7 @@ def load_chat_model(
         if (folder / MARKER).is_file():
             model, processor = load_stage(folder)
         else:
-            model = VisionLanguageModel.from_pretrained(folder)
-            processor = VLMProcessor.from_pretrained(folder)
+            model, processor = load_saved(folder)
     except (OSError, ValueError) as err:
         raise ChatInputError(f"cannot load the model in {folder}: {one_line(err)}") from err
     warning = override_compressor(model, processor, compressor, num_tokens)
@@ -72,7 +70,10 @@ def check_model_folder(folder: Path) -> None:
         raise ChatInputError(f"no such folder: {folder}; {hint}")
     if not folder.is_dir():
         raise ChatInputError(f"{folder} is a file, not a model folder; {hint}")
-    missing = [name for name in MODEL_FILES if not (folder / name).is_file()]
+    from vlm.saved import ADAPTER_CONFIG, is_adapter
+
+    files = (ADAPTER_CONFIG, "processor_config.json") if is_adapter(folder) else MODEL_FILES
+    missing = [name for name in files if not (folder / name).is_file()]
     if missing:
         raise ChatInputError(f"{folder} is not a saved model (no {' or '.join(missing)}); {hint}")
 

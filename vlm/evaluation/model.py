@@ -317,8 +317,7 @@ def _strictly_decoded(read: Any, task: str, doc_id: int) -> Any:
 
 
 def _load(pretrained: str, dtype: Any, attn_implementation: str | None) -> tuple[Any, Any]:
-    from vlm.modeling import VisionLanguageModel
-    from vlm.processing import VLMProcessor
+    from vlm.saved import load_saved
 
     looks_local = Path(pretrained).is_absolute() or pretrained.startswith((".", "~"))
     if looks_local and not Path(pretrained).expanduser().is_dir():
@@ -329,9 +328,7 @@ def _load(pretrained: str, dtype: Any, attn_implementation: str | None) -> tuple
     kwargs: dict[str, Any] = {"dtype": "auto" if dtype in (None, "auto") else _dtype(dtype)}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
-    model = VisionLanguageModel.from_pretrained(pretrained, **kwargs)
-    processor = VLMProcessor.from_pretrained(pretrained)
-    return model, processor
+    return load_saved(pretrained, **kwargs)  # a LoRA stage's adapter: merged into its base
 
 
 def _dtype(value: str | torch.dtype) -> torch.dtype:

@@ -12,7 +12,6 @@ The "tiny" specs build the random test parts of ``vlm.tiny`` (no files, no netwo
 from __future__ import annotations
 
 import dataclasses
-import json
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -23,12 +22,11 @@ from transformers import PreTrainedModel
 from vlm.build import build_vlm
 from vlm.modeling import VisionLanguageModel
 from vlm.processing import VLMProcessor
+from vlm.saved import load_saved
 from vlm.schema import RecipeError
 
 from .checkpoints import require_complete_stage
 from .recipe import ModelSpec
-
-ADAPTER_CONFIG = "adapter_config.json"
 
 
 def build_model(
@@ -62,41 +60,11 @@ def build_model(
 def load_stage(
     folder: str | Path, *, dtype: torch.dtype | None = None, **kwargs: Any
 ) -> tuple[VisionLanguageModel, VLMProcessor]:
-    """Model + processor of a finished stage (plain, or a LoRA adapter merged in memory).
-
-    kwargs go to ``VisionLanguageModel.from_pretrained`` of the (base) model."""
-    folder = Path(folder)
+    """Model + processor of a finished stage (plain, or a LoRA adapter merged in memory:
+    ``vlm.saved.load_saved``). kwargs go to ``VisionLanguageModel.from_pretrained`` of the
+    (base) model."""
     require_complete_stage(folder)
-    processor = VLMProcessor.from_pretrained(folder)
-    if (folder / ADAPTER_CONFIG).is_file():
-        from peft import PeftModel  # only LoRA stages need peft
-
-        if "quantization_config" in kwargs:
-            raise ValueError(
-                f"{folder} is a LoRA adapter; merging it into a quantized base would lose "
-                "precision. Merge it first (radio-vlm merge-lora IN OUT) and use OUT as init_from"
-            )
-        base = lora_base_of(folder)
-        model = VisionLanguageModel.from_pretrained(base, dtype=dtype, **kwargs)
-        model = PeftModel.from_pretrained(model, folder).merge_and_unload()
-    else:
-        model = VisionLanguageModel.from_pretrained(folder, dtype=dtype, **kwargs)
-    return model, processor
-
-
-def lora_base_of(folder: str | Path) -> Path:
-    """The base model a LoRA stage's adapter applies to (written by ``vlm.training.lora``)."""
-    folder = Path(folder)
-    config = json.loads((folder / ADAPTER_CONFIG).read_text(encoding="utf-8"))
-    base = Path(config.get("base_model_name_or_path") or "")
-    if not base.is_absolute():
-        base = folder / base
-    if not (base / "config.json").is_file():
-        raise FileNotFoundError(
-            f"the LoRA adapter in {folder} applies to base model {base}, which is not there "
-            "(moved or deleted?); pass its new place with `radio-vlm merge-lora --base DIR`"
-        )
-    return base
+    return load_saved(folder, dtype=dtype, **kwargs)
 
 
 def _build(

@@ -166,7 +166,7 @@ def merge_lora(
     in full precision even after QLoRA. ``base`` overrides the adapter's recorded base path."""
     from peft import PeftModel
 
-    from .loading import lora_base_of
+    from vlm.saved import lora_base_of
 
     adapter_dir, out_dir = Path(adapter_dir), Path(out_dir)
     if not (adapter_dir / "adapter_config.json").is_file():

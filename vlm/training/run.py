@@ -29,6 +29,7 @@ from transformers.utils import (
 )
 
 from vlm import data as vlm_data
+from vlm.saved import is_adapter
 from vlm.schema import RecipeError
 
 from .checkpoints import (
@@ -42,7 +43,7 @@ from .checkpoints import (
     write_marker,
 )
 from .composite import assemble, weight_files
-from .loading import ADAPTER_CONFIG, _dtype, build_model
+from .loading import _dtype, build_model
 from .lora import (
     BASE_DIR,
     apply_lora,
@@ -213,7 +214,7 @@ def stage_model(
             f"{len(params)} parameters hold only their shard) from {source}",
             flush=True,
         )
-    return model, processor, None if (source / ADAPTER_CONFIG).is_file() else source
+    return model, processor, None if is_adapter(source) else source
 
 
 def drop_assembly(source: Path | None, output_dir: Path, plans: Any, main: bool) -> None:

@@ -82,3 +82,16 @@ def test_lora_trains_resumes_merges_and_reloads(tmp_path, capsys):
     with torch.no_grad():
         torch.testing.assert_close(reloaded(**batch).logits, unmerged, rtol=0, atol=1e-5)
         torch.testing.assert_close(model.eval()(**batch).logits, unmerged, rtol=0, atol=1e-5)
+
+    # the LoRA stage as it is (no merge step) through the lmms-eval model and the chat loader:
+    # the adapter is merged into its base on load, so both see the trained model
+    from recipes.chat_model import load_chat_model
+    from vlm.evaluation.model import RadioVLM
+
+    evaluated = RadioVLM(pretrained=str(out), device="cpu").model
+    chatted, _, _ = load_chat_model(out, device="cpu")
+    (out / MARKER).unlink()  # a folder without the stage marker loads the same way
+    unmarked, _, _ = load_chat_model(out, device="cpu")
+    with torch.no_grad():
+        for loaded in (evaluated, chatted, unmarked):
+            torch.testing.assert_close(loaded.eval()(**batch).logits, unmerged, rtol=0, atol=1e-5)
