@@ -5,8 +5,8 @@ one-line errors that name the fix (``ChatInputError``), and the compressor overr
     >>> model, processor, warning = load_chat_model(folder, compressor="avgpool", num_tokens=8)
 
 A folder with a stage's ``complete.json`` loads through ``vlm.training.load_stage`` (its files
-checked against their hashes, a LoRA adapter merged); a plain ``save_pretrained`` folder loads
-directly.
+checked against their hashes); any other saved folder through ``vlm.saved.load_saved``. Either
+may be a model or a LoRA stage's adapter (merged into its base on load).
 """
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ def load_chat_model(
     compressor / num_tokens: run with another token-merging method or budget K than the
         model was trained with (an experiment: the warning says so).
     """
+    from safetensors import SafetensorError
+
     from vlm.saved import load_saved
     from vlm.training.checkpoints import MARKER
     from vlm.training.loading import load_stage
@@ -53,7 +55,7 @@ def load_chat_model(
             model, processor = load_stage(folder)
         else:
             model, processor = load_saved(folder)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, SafetensorError) as err:  # a truncated weights file
         raise ChatInputError(f"cannot load the model in {folder}: {one_line(err)}") from err
     warning = override_compressor(model, processor, compressor, num_tokens)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -43,7 +43,9 @@ def load_saved(
             "precision. Merge it first (radio-vlm merge-lora IN OUT) and use OUT as init_from"
         )
     base = VisionLanguageModel.from_pretrained(lora_base_of(folder), dtype=dtype, **kwargs)
-    return PeftModel.from_pretrained(base, folder).merge_and_unload(), processor
+    model = PeftModel.from_pretrained(base, folder).merge_and_unload()
+    model.config._name_or_path = str(folder)  # what it is (evaluation logs name it), not its base
+    return model, processor
 
 
 def lora_base_of(folder: str | Path) -> Path:

@@ -320,11 +320,14 @@ def _load(pretrained: str, dtype: Any, attn_implementation: str | None) -> tuple
     from vlm.saved import load_saved
 
     looks_local = Path(pretrained).is_absolute() or pretrained.startswith((".", "~"))
-    if looks_local and not Path(pretrained).expanduser().is_dir():
-        raise FileNotFoundError(
-            f"pretrained={pretrained!r}: no such folder. Pass a saved model's folder (the "
-            "output_dir of a finished stage, with config.json) or a hub id (owner/name)"
-        )
+    if looks_local:
+        pretrained = str(Path(pretrained).expanduser())
+        if not Path(pretrained).is_dir():
+            raise FileNotFoundError(
+                f"pretrained={pretrained!r}: no such folder. Pass a saved model's folder (the "
+                "output_dir of a finished stage: a model, or a LoRA stage's adapter) or a hub "
+                "id (owner/name)"
+            )
     kwargs: dict[str, Any] = {"dtype": "auto" if dtype in (None, "auto") else _dtype(dtype)}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation

@@ -122,6 +122,14 @@ _SAFETENSORS_DTYPES = {
 }
 
 
+def remove_weights(folder: str | Path) -> None:
+    """Delete a saved model's weight files, and the ``.part-*`` files a ``ShardWriter``
+    killed before ``close`` leaves behind."""
+    folder = Path(folder)
+    for old in [*folder.glob("model*.safetensors*"), *folder.glob(".part-*")]:
+        old.unlink()
+
+
 def weight_files(folder: str | Path) -> list[Path]:
     """The safetensors files of a saved model (sharded with an index, or one file)."""
     folder = Path(folder)
@@ -278,8 +286,7 @@ def save_in_dtype(
     writer = None
     if main:
         folder.mkdir(parents=True, exist_ok=True)
-        for old in folder.glob("model*.safetensors*"):
-            old.unlink()  # an earlier save's files would mix into the index
+        remove_weights(folder)  # an earlier save's files would mix into the index
         writer = ShardWriter(folder)
     tied = set(getattr(model, "all_tied_weights_keys", {}) or {})
     group: dict[str, torch.Tensor] = {}  # one layer's tensors: the key conversion may merge them

@@ -42,7 +42,7 @@ from .checkpoints import (
     verified_resume_point,
     write_marker,
 )
-from .composite import assemble, weight_files
+from .composite import assemble, remove_weights, weight_files
 from .loading import _dtype, build_model
 from .lora import (
     BASE_DIR,
@@ -278,8 +278,8 @@ def finish_from(
 def copy_model_files(checkpoint: Path, output_dir: Path) -> None:
     """The checkpoint's model (config, generation config, safetensors weights and their
     index) into ``output_dir``, replacing any weights a killed save left there."""
-    for old in output_dir.glob("model*.safetensors*"):
-        old.unlink()  # a partial save's shards would mix into the index
+    output_dir.mkdir(parents=True, exist_ok=True)  # a resume into a new output_dir
+    remove_weights(output_dir)  # a killed save's shards would mix into the index
     names = [CONFIG_NAME, GENERATION_CONFIG_NAME, SAFE_WEIGHTS_INDEX_NAME]
     for path in [*(checkpoint / name for name in names), *weight_files(checkpoint)]:
         if path.is_file():

@@ -173,11 +173,13 @@ def test_zero3_align_stage_in_bf16_saves_float32_weights_that_reload(tmp_path):
     for path in out.glob("model*.safetensors*"):
         path.unlink()
     (out / "model-00001-of-00002.safetensors").write_bytes(b"half a shard")
+    (out / ".part-1.data").write_bytes(b"a ShardWriter's staged bytes")  # what a kill leaves
     args = [x for o in overrides for x in ("--override", o)]
     resumed = run(accelerate_command("zero3", recipe, *args, "--resume"))
     assert "finished from checkpoint-2 (its last step" in resumed.stdout
     assert (out / MARKER).is_file()
     assert not (out / "model-00001-of-00002.safetensors").exists()
+    assert not (out / ".part-1.data").exists()
     again = saved_tensors(out)
     assert set(again) == set(final)
     assert [k for k in final if not torch.equal(again[k], final[k])] == []

@@ -41,7 +41,7 @@ def sample(processor):
 
 # peft 0.21 calls a transformers method deprecated in 5.x; not ours to fix
 @pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
-def test_lora_trains_resumes_merges_and_reloads(tmp_path, capsys):
+def test_lora_trains_resumes_merges_and_reloads(tmp_path, capsys, monkeypatch):
     # a new model (stage "pretrain" with the LLM in LoRA): the base is written to out/base
     out = tmp_path / "lora"
     train(tiny_recipe("stage2_pretrain", out, *NEW, *LORA))
@@ -85,13 +85,21 @@ def test_lora_trains_resumes_merges_and_reloads(tmp_path, capsys):
 
     # the LoRA stage as it is (no merge step) through the lmms-eval model and the chat loader:
     # the adapter is merged into its base on load, so both see the trained model
-    from recipes.chat_model import load_chat_model
+    from recipes.chat_model import ChatInputError, load_chat_model
     from vlm.evaluation.model import RadioVLM
 
-    evaluated = RadioVLM(pretrained=str(out), device="cpu").model
+    monkeypatch.setenv("HOME", str(tmp_path))
+    evaluated = RadioVLM(pretrained="~/lora", device="cpu").model  # ~ expanded, then merged
+    assert evaluated.config._name_or_path == str(out)  # what lmms-eval records: not the base
     chatted, _, _ = load_chat_model(out, device="cpu")
     (out / MARKER).unlink()  # a folder without the stage marker loads the same way
     unmarked, _, _ = load_chat_model(out, device="cpu")
     with torch.no_grad():
         for loaded in (evaluated, chatted, unmarked):
             torch.testing.assert_close(loaded.eval()(**batch).logits, unmerged, rtol=0, atol=1e-5)
+
+    # a truncated adapter in a folder without the marker: one line naming the folder
+    weights = out / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(ChatInputError, match=f"cannot load the model in {out}"):
+        load_chat_model(out, device="cpu")

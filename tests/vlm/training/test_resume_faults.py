@@ -118,3 +118,46 @@ def test_resume_true_with_only_corrupted_checkpoints_is_an_error(tmp_path):
     weights.write_bytes(bytes(data))
     with pytest.raises(RecipeError, match="no uncorrupted checkpoint is left"):
         train(tiny_recipe("stage1_align", out, *SFT, "train.resume=true"))
+
+
+def test_copy_model_files_makes_the_folder_and_clears_a_killed_saves_files(tmp_path):
+    # what the DeepSpeed final-save redo copies from the last checkpoint (run.finish_from)
+    from safetensors.torch import save_file
+
+    from vlm.training.composite import weight_files
+    from vlm.training.run import copy_model_files
+
+    checkpoint = tmp_path / "checkpoint-4"
+    checkpoint.mkdir()
+    for name in ("config.json", "generation_config.json", "trainer_state.json"):
+        (checkpoint / name).write_text("{}")
+    shards = {"model-00001-of-00002.safetensors": "a", "model-00002-of-00002.safetensors": "b"}
+    for name, key in shards.items():
+        save_file({key: torch.ones(2)}, checkpoint / name)
+    index = {"metadata": {}, "weight_map": {key: name for name, key in shards.items()}}
+    (checkpoint / "model.safetensors.index.json").write_text(json.dumps(index))
+
+    fresh = tmp_path / "new_output_dir"  # a resume into another output_dir: not there yet
+    copy_model_files(checkpoint, fresh)
+    assert sorted(p.name for p in fresh.iterdir()) == [
+        "config.json",
+        "generation_config.json",
+        *shards,
+        "model.safetensors.index.json",
+    ]
+
+    killed = tmp_path / "killed"  # a save killed mid-way: ShardWriter's staged files, a shard
+    killed.mkdir()
+    for name in (
+        ".part-0",
+        ".part-1.data",
+        "model-00001-of-00003.safetensors",
+        "model.safetensors",
+    ):
+        (killed / name).write_bytes(b"junk")
+    copy_model_files(checkpoint, killed)
+    assert [p.name for p in weight_files(killed)] == list(shards)
+    assert sorted(p.name for p in killed.glob("*safetensors*")) == sorted(
+        [*shards, "model.safetensors.index.json"]
+    )
+    assert not list(killed.glob(".part-*"))
