@@ -188,28 +188,26 @@ def bipartite_soft_matching(
 
     with torch.no_grad():
         m = metric.to(torch.promote_types(metric.dtype, torch.float32))
-        if num_merged == src_idx.numel():
-            # Every source merges (D = K, the usual plan): no ranking, so no source norms. A
-            # source's best destination is the same by dot product as by cosine.
-            unit_dst = m[:, dst_idx]  # [B, D, C], a copy: normalised in place
+        every = num_merged == src_idx.numel()  # D = K, the usual plan: nothing to rank
+        unit_dst = m[:, dst_idx]  # [B, D, C], a copy: normalised in place
+        if every:  # a source's best destination is the same by dot product as by cosine
             unit_dst /= unit_dst.norm(dim=-1, keepdim=True).clamp_min(_EPS)
-            best, best_dst = (m @ unit_dst.mT).max(dim=-1)  # [B, N]
-            # A non-finite value anywhere in m makes its row's (or every row's) best non-finite.
-            if not torch.isfinite(best).all():
-                _check_finite(m)
-            merged = torch.ones(batch, src_idx.numel(), dtype=torch.bool, device=device)
-            best_dst = best_dst[:, src_idx]
         else:
             norms = m.norm(dim=-1)  # [B, N]; non-finite iff a value is (or the norm overflows)
             if not torch.isfinite(norms).all():
                 _check_finite(m)
             norms = norms.clamp_min(_EPS)
-            unit_dst = m[:, dst_idx]
             unit_dst /= norms[:, dst_idx, None]
-            # Best destination of every token, sources and destinations alike: multiplying all
-            # N rows costs a little more than the S source rows but saves copying them out of m.
-            best, best_dst = (m @ unit_dst.mT).max(dim=-1)  # [B, N]
-            best, best_dst = best[:, src_idx], best_dst[:, src_idx]  # [B, S]
+        # Best destination of every token, sources and destinations alike: multiplying all N
+        # rows costs a little more than the S source rows but saves copying them out of m.
+        best, best_dst = (m @ unit_dst.mT).max(dim=-1)  # [B, N]
+        # A non-finite value anywhere in m makes its row's (or every row's) best non-finite.
+        if every and not torch.isfinite(best).all():
+            _check_finite(m)
+        best, best_dst = best[:, src_idx], best_dst[:, src_idx]  # [B, S]
+        if every:
+            merged = torch.ones_like(best, dtype=torch.bool)
+        else:
             score = best / norms[:, src_idx]  # cosine similarity of each source's best match
             order = score.argsort(dim=-1, descending=True, stable=True)
             merged = torch.zeros_like(score, dtype=torch.bool)

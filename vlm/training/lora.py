@@ -166,10 +166,10 @@ def merge_lora(
     in full precision even after QLoRA. ``base`` overrides the adapter's recorded base path."""
     from peft import PeftModel
 
-    from vlm.saved import lora_base_of
+    from vlm.saved import is_adapter, lora_base_of
 
     adapter_dir, out_dir = Path(adapter_dir), Path(out_dir)
-    if not (adapter_dir / "adapter_config.json").is_file():
+    if not is_adapter(adapter_dir):
         raise FileNotFoundError(
             f"{adapter_dir} has no adapter_config.json: not a LoRA stage output or checkpoint "
             "(a plain model needs no merging; load it with from_pretrained)"
