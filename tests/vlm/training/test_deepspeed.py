@@ -102,6 +102,21 @@ def test_zero_with_two_cpu_processes_then_resume(tmp_path, stage):
     assert set(final) == set(expected)
     assert {k.split(".")[0] for k in final} == {"vision_tower", "projector", "language_model"}
     assert [k for k in final if not torch.equal(final[k], expected[k])] == []
+    if stage == 2:
+        return
+
+    # ZeRO-3, every module trained, killed during its final save (half-written files, no
+    # complete.json): the resume redoes only the save, and it holds the trained weights
+    (full / MARKER).unlink()
+    for path in full.glob("model*.safetensors*"):
+        path.unlink()
+    (full / ".part-0").write_bytes(b"a ShardWriter's unfinished shard")
+    redone = run(accelerate_command("zero3", recipe, *reference, "--resume"))
+    assert "finished from checkpoint-6 (its last step" in redone.stdout
+    assert (full / MARKER).is_file() and not (full / ".part-0").exists()
+    again = saved_tensors(full)
+    assert set(again) == set(expected)
+    assert [k for k in again if not torch.equal(again[k], expected[k])] == []
 
 
 def saved_tensors(folder):
