@@ -3,6 +3,7 @@ dense-world grid end to end (real training and lmms-eval) writing the table, JSO
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -135,6 +136,26 @@ def test_shipped_dense_grids_load():
     wide = load_grid("recipes/compare/dense_world_wide.yaml")
     keys = [c.key for c in wide.expand()]
     assert "tiny-none-kall" in keys and "tiny-tome-k16-r256" in keys and len(keys) == len(set(keys))
+
+
+def test_shipped_word_tests_change_only_the_vocabulary():
+    """dense_word_pairs / dense_word_anagrams: dense_word's pages, schedule and budget; 20
+    three-letter words where each has a partner one letter apart (pairs), or the same letters
+    in another order (anagrams)."""
+    word = load_grid("recipes/compare/dense_word.yaml")
+    for name, partner in [
+        ("pairs", lambda a, b: sum(x != y for x, y in zip(a, b, strict=True)) == 1),
+        ("anagrams", lambda a, b: a != b and sorted(a) == sorted(b)),
+    ]:
+        grid = load_grid(f"recipes/compare/dense_word_{name}.yaml")
+        assert grid.schedule_obj == word.schedule_obj and grid.data == word.data
+        assert grid.eval == word.eval
+        words = grid.settings_obj.vocabulary
+        same = dataclasses.replace(grid.settings_obj, vocabulary=word.settings_obj.vocabulary)
+        assert same == word.settings_obj
+        assert len(set(words)) == 20 and {len(w) for w in words} == {3}
+        assert all(any(partner(w, v) for v in words) for w in words), name
+        assert {c.key for c in grid.expand()} >= {"tiny-tome-k16", "tiny-avgpool-k16"}
 
 
 def test_two_seed_dense_grid_end_to_end(tmp_path, capsys):
