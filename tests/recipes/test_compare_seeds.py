@@ -10,6 +10,7 @@ import math
 import pytest
 
 from recipes.cli import main
+from recipes.compare.letters import LetterStats, letter_stats
 from recipes.compare.reconstruction import METHODS
 from recipes.compare.runner import load_grid
 from recipes.compare.stats import aggregate, mean_sd, paired_difference, partner_key
@@ -190,3 +191,15 @@ def test_two_seed_dense_grid_end_to_end(tmp_path, capsys):
     # the two seeds drew different data and stage 0
     first, second = (json.loads((out / f"seed{s}" / "setup.json").read_text()) for s in (0, 1))
     assert first["seed"] == 0 and second["seed"] == 1
+
+
+def test_letter_stats_on_fixed_answers():
+    truths = {0: "tap", 1: "pat", 2: "top", 3: "ten", 4: "now"}
+    answers = {0: "tap", 1: "apt", 2: " Pot", 3: "tan", 4: "cat"}
+    stats = letter_stats(answers, truths)
+    # exact: tap; same letters: tap, apt, pot; wrong (4): anagrams apt, pot; one off: tan
+    assert stats == LetterStats(
+        exact=20.0, same_letters=60.0, wrong_anagrams=50.0, wrong_one_off=25.0
+    )
+    with pytest.raises(ValueError, match="same question ids; got 4 answers for 5 questions"):
+        letter_stats({q: a for q, a in answers.items() if q}, truths)
