@@ -10,7 +10,7 @@ import math
 import pytest
 
 from recipes.cli import main
-from recipes.compare.letters import LetterStats, letter_stats
+from recipes.compare.letters import LetterStats, letter_stats, one_letter_apart
 from recipes.compare.reconstruction import METHODS
 from recipes.compare.runner import load_grid
 from recipes.compare.stats import aggregate, mean_sd, paired_difference, partner_key
@@ -145,7 +145,7 @@ def test_shipped_word_tests_change_only_the_vocabulary():
     in another order (anagrams)."""
     word = load_grid("recipes/compare/dense_word.yaml")
     for name, partner in [
-        ("pairs", lambda a, b: sum(x != y for x, y in zip(a, b, strict=True)) == 1),
+        ("pairs", one_letter_apart),
         ("anagrams", lambda a, b: a != b and sorted(a) == sorted(b)),
     ]:
         grid = load_grid(f"recipes/compare/dense_word_{name}.yaml")
