@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -157,6 +158,31 @@ def test_shipped_word_tests_change_only_the_vocabulary():
         assert len(set(words)) == 20 and {len(w) for w in words} == {3}
         assert all(any(partner(w, v) for v in words) for w in words), name
         assert {c.key for c in grid.expand()} >= {"tiny-tome-k16", "tiny-avgpool-k16"}
+
+
+def test_budget_grid_shares_dense_word_setup_so_its_cells_are_the_same_runs(tmp_path):
+    """dense_word_budgets reuses dense_word's K = 16 / 64 cells (linked into its folder): the
+    folder check accepts it only with the same shared setup, and the cells keep their keys."""
+    from recipes.compare.runner import _check_setup
+
+    word = load_grid("recipes/compare/dense_word.yaml")
+    budgets = load_grid("recipes/compare/dense_word_budgets.yaml")
+    _check_setup(word, tmp_path)  # a dense_word run's folder
+    _check_setup(budgets, tmp_path)  # accepted: no error
+    with pytest.raises(ValueError, match="another setup"):
+        _check_setup(load_grid("recipes/compare/dense_word_resolution.yaml"), tmp_path)
+    keys = [c.key for c in budgets.expand()]
+    assert keys == [
+        *(f"tiny-{m}-k{k}" for m in ("tome", "avgpool") for k in (4, 16, 64)),
+        "tiny-none-kall",
+    ]
+    assert {c.key for c in word.expand()} & set(keys) == {"tiny-tome-k16", "tiny-avgpool-k16"}
+
+
+def test_every_shipped_grid_loads_and_expands():
+    for path in sorted(Path("recipes/compare").glob("*.yaml")):
+        cells = load_grid(path).expand()
+        assert cells and len({c.key for c in cells}) == len(cells), path.name
 
 
 def test_two_seed_dense_grid_end_to_end(tmp_path, capsys):
