@@ -41,7 +41,10 @@ def paired_difference(a: Sequence[float], b: Sequence[float]) -> tuple[float, fl
 
 
 def partner_key(cell: Mapping[str, Any]) -> str | None:
-    """The key of the output-level ToMe cell ``cell`` is compared with (None for that cell)."""
+    """The key of the output-level ToMe cell ``cell`` is compared with (None for that cell,
+    and for ``none``: every patch has no ToMe cell of the same K)."""
+    if cell["compressor"] == "none":
+        return None
     if cell["compressor"] == "tome" and not cell.get("blockwise") and not cell.get("blind"):
         return None
     parts = [cell["encoder"], "tome", f"k{cell['num_tokens']}"]

@@ -82,6 +82,7 @@ def test_aggregate_pairs_each_method_with_tome_of_the_same_seed_k_and_input():
                 _record("tiny-avgpool-k16", "avgpool", pool),
                 _record("tiny-tome-k16-blind", "tome", 0.05, blind=True),
                 _record("tiny-avgpool-k64", "avgpool", 0.9, k=64),  # no ToMe at 64: unpaired
+                _record("tiny-none-kall", "none", 0.99),  # every patch: no ToMe of its K
             ]
         }
         for seed, (tome, pool) in {0: (0.6, 0.4), 1: (0.7, 0.6), 2: (0.5, 0.2)}.items()
@@ -100,6 +101,7 @@ def test_aggregate_pairs_each_method_with_tome_of_the_same_seed_k_and_input():
     assert blind["mean"] == pytest.approx(5.0 - 60.0)
     assert "vs_tome" not in summary["cells"]["tiny-tome-k16"]
     assert "vs_tome" not in summary["cells"]["tiny-avgpool-k64"]
+    assert "vs_tome" not in summary["cells"]["tiny-none-kall"]
     assert (
         partner_key(
             {"encoder": "tiny", "compressor": "avgpool", "num_tokens": 4, "resolution": 256}
