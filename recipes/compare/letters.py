@@ -42,10 +42,15 @@ def letter_stats(answers: Mapping[int, str], truths: Mapping[int, str]) -> Lette
 
     return LetterStats(
         exact=share(len(pairs) - len(wrong), len(pairs)),
-        same_letters=share(sum(sorted(a) == sorted(t) for a, t in pairs), len(pairs)),
-        wrong_anagrams=share(sum(sorted(a) == sorted(t) for a, t in wrong), len(wrong)),
+        same_letters=share(sum(same_letters(a, t) for a, t in pairs), len(pairs)),
+        wrong_anagrams=share(sum(same_letters(a, t) for a, t in wrong), len(wrong)),
         wrong_one_off=share(sum(one_letter_apart(a, t) for a, t in wrong), len(wrong)),
     )
+
+
+def same_letters(a: str, b: str) -> bool:
+    """The same letters, in any order (anagrams, or equal)."""
+    return sorted(a) == sorted(b)
 
 
 def one_letter_apart(a: str, b: str) -> bool:
@@ -57,7 +62,9 @@ def seed_truths(seed_dir: Path) -> dict[int, str]:
     """question id -> first reference answer of a seed's TextVQA eval split."""
     from datasets import load_from_disk
 
-    split = load_from_disk(str(seed_dir / "data" / "eval" / "textvqa"))["validation"]
+    from vlm.evaluation.schemas import SPLITS
+
+    split = load_from_disk(str(seed_dir / "data" / "eval" / "textvqa"))[SPLITS["textvqa"]]
     return {
         row["question_id"]: row["answers"][0]
         for row in split.select_columns(["question_id", "answers"])
