@@ -231,3 +231,27 @@ def test_letter_stats_on_fixed_answers():
     )
     with pytest.raises(ValueError, match="same question ids; got 4 answers for 5 questions"):
         letter_stats({q: a for q, a in answers.items() if q}, truths)
+
+
+def test_letters_cli_reads_a_seed_folder(tmp_path, capsys):
+    """The truths from the eval split as lmms-eval reads it, the answers from a cell's
+    lmms-eval submission file; a cell not evaluated is left out."""
+    from PIL import Image
+
+    from recipes.compare.letters import main as letters_main
+    from vlm.evaluation.schemas import build_local_dataset
+
+    seed = tmp_path / "seed0"
+    rows = [
+        {"image": Image.new("RGB", (8, 8)), "question": "word?", "answers": [t], "question_id": q}
+        for q, t in {0: "tap", 1: "pat"}.items()
+    ]
+    build_local_dataset("textvqa", rows).save_to_disk(str(seed / "data" / "eval" / "textvqa"))
+    submissions = seed / "cells" / "tiny-tome-k16" / "eval" / "submissions"
+    submissions.mkdir(parents=True)
+    answers = [{"question_id": 0, "answer": "tap"}, {"question_id": 1, "answer": "apt"}]
+    (submissions / "textvqa_submission_x.json").write_text(json.dumps(answers))
+    (seed / "cells" / "tiny-avgpool-k16").mkdir()  # not evaluated
+    assert letters_main([str(tmp_path)]) == 0
+    rows_out = [line for line in capsys.readouterr().out.splitlines() if "seed0" in line]
+    assert rows_out == ["| seed0 | tiny-tome-k16 | 50.0 | 100.0 | 100.0 | 0.0 |"]
