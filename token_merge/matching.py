@@ -188,30 +188,21 @@ def bipartite_soft_matching(
 
     with torch.no_grad():
         m = metric.to(torch.promote_types(metric.dtype, torch.float32))
-        every = num_merged == src_idx.numel()  # D = K, the usual plan: nothing to rank
-        unit_dst = m[:, dst_idx]  # [B, D, C], a copy: normalised in place
-        if every:  # a source's best destination is the same by dot product as by cosine
-            unit_dst /= unit_dst.norm(dim=-1, keepdim=True).clamp_min(_EPS)
-        else:
-            norms = m.norm(dim=-1)  # [B, N]; non-finite iff a value is (or the norm overflows)
-            if not torch.isfinite(norms).all():
-                _check_finite(m)
-            norms = norms.clamp_min(_EPS)
-            unit_dst /= norms[:, dst_idx, None]
+        if num_merged == src_idx.numel() and protected is None:
+            return _merge_every_source(m, dst_idx)
+        norms = m.norm(dim=-1)  # [B, N]; non-finite iff a value is (or the norm overflows)
+        if not torch.isfinite(norms).all():
+            _check_finite(m)
+        norms = norms.clamp_min(_EPS)
+        unit_dst = m[:, dst_idx] / norms[:, dst_idx, None]  # [B, D, C]
         # Best destination of every token, sources and destinations alike: multiplying all N
         # rows costs a little more than the S source rows but saves copying them out of m.
         best, best_dst = (m @ unit_dst.mT).max(dim=-1)  # [B, N]
-        # A non-finite value anywhere in m makes its row's (or every row's) best non-finite.
-        if every and not torch.isfinite(best).all():
-            _check_finite(m)
         best, best_dst = best[:, src_idx], best_dst[:, src_idx]  # [B, S]
-        if every:
-            merged = torch.ones_like(best, dtype=torch.bool)
-        else:
-            score = best / norms[:, src_idx]  # cosine similarity of each source's best match
-            order = score.argsort(dim=-1, descending=True, stable=True)
-            merged = torch.zeros_like(score, dtype=torch.bool)
-            merged.scatter_(1, order[:, :num_merged], True)
+        score = best / norms[:, src_idx]  # cosine similarity of each source's best match
+        order = score.argsort(dim=-1, descending=True, stable=True)
+        merged = torch.zeros_like(score, dtype=torch.bool)
+        merged.scatter_(1, order[:, :num_merged], True)
 
         # Output slots: destinations, protected tokens and unmerged sources, in raster order.
         is_rep = (~is_src).expand(batch, n).clone()
@@ -219,6 +210,25 @@ def bipartite_soft_matching(
         slot = is_rep.cumsum(dim=1) - 1  # [B, N]; the slot of each representative
         target = slot[:, dst_idx].gather(1, best_dst)  # slot of each source's best destination
         slot[:, src_idx] = torch.where(merged, target, slot[:, src_idx])
+    return slot
+
+
+def _merge_every_source(m: Tensor, dst_idx: Tensor) -> Tensor:
+    """The assignment [B, N] when every token but the D destinations merges (D = K, the
+    usual plan): nothing to rank, and the slots are the destinations in raster order.
+
+    A source's best destination is the same by dot product as by cosine, so only the
+    destinations are normalised; all N rows are multiplied, which costs less than copying
+    the S sources out of m. Destination rows are overwritten with their own slot.
+    """
+    dst_idx = dst_idx.sort().values  # slot j is the j-th destination in raster order
+    unit_dst = m.index_select(1, dst_idx)  # [B, D, C], a copy: normalised in place
+    unit_dst /= unit_dst.norm(dim=-1, keepdim=True).clamp_min(_EPS)
+    best, slot = (m @ unit_dst.mT).max(dim=-1)  # [B, N]
+    # A non-finite value anywhere in m makes its row's (or every row's) best non-finite.
+    if not torch.isfinite(best).all():
+        _check_finite(m)
+    slot[:, dst_idx] = torch.arange(dst_idx.numel(), device=m.device)
     return slot
 
 

@@ -294,3 +294,17 @@ def test_protected_tokens_are_never_merged():
         bipartite_soft_matching(
             x, torch.tensor([2, 4, 6]), num_merged=4, protected=torch.tensor([0])
         )
+
+
+def test_merging_every_source_matches_the_ranking_path_for_any_destination_order():
+    # D = K: every source merges, so bipartite_soft_matching skips the ranking; an empty
+    # `protected` forces the general path, which must give the same slots.
+    x = structured_grid(3, 8, 12, 16, noise=0.2).reshape(3, 96, 16)
+    dst = plan_destinations(8, 12, plan_tome(8, 12, 24))
+    assert plan_tome(8, 12, 24).num_dst == 24
+    fast = bipartite_soft_matching(x, dst, num_merged=72)
+    ranked = bipartite_soft_matching(x, dst, 72, protected=torch.tensor([], dtype=torch.long))
+    assert torch.equal(fast, ranked)
+    shuffled = dst[torch.randperm(dst.numel(), generator=torch.Generator().manual_seed(0))]
+    assert torch.equal(bipartite_soft_matching(x, shuffled, num_merged=72), fast)
+    assert torch.equal(fast[:, dst], torch.arange(24).expand(3, -1))  # slots in raster order
