@@ -162,6 +162,16 @@ def test_shipped_word_tests_change_only_the_vocabulary():
         assert {c.key for c in grid.expand()} >= {"tiny-tome-k16", "tiny-avgpool-k16"}
 
 
+def test_long_anagram_grid_changes_only_the_sft_steps_so_stages_0_to_2_are_shared():
+    short = load_grid("recipes/compare/dense_word_anagrams.yaml")
+    long = load_grid("recipes/compare/dense_word_anagrams_long.yaml")
+    assert long.schedule["steps"] == [*short.schedule["steps"][:2], 2 * short.schedule["steps"][2]]
+    same = dataclasses.replace(long.schedule_obj, steps=short.schedule_obj.steps)
+    assert same == short.schedule_obj
+    assert (long.settings_obj, long.data, long.eval) == (short.settings_obj, short.data, short.eval)
+    assert [c.key for c in long.expand()] == [c.key for c in short.expand()]
+
+
 def test_budget_grid_shares_dense_word_setup_so_its_cells_are_the_same_runs(tmp_path):
     """dense_word_budgets reuses dense_word's K = 16 / 64 cells (linked into its folder): the
     folder check accepts it only with the same shared setup, and the cells keep their keys."""
