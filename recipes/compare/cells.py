@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,15 +18,24 @@ from recipes.quickstart.model import TinyParts, tiny_parts, to_pixels
 from recipes.quickstart.stage0 import run_stage0
 from recipes.quickstart.training import DataSplits, train_cell, write_data
 
+CELL_FILE = "cell.json"  # a cell's record, written when the cell is finished
+
 
 class Context:
-    """What the cells of one grid share, made once on first use."""
+    """What the cells of one grid share, made once on first use. ``parts``: the tiny parts
+    with the stage-0 encoder already warmed (a parallel job gets its parent's)."""
 
-    def __init__(self, grid: Any, out: Path, echo: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        grid: Any,
+        out: Path,
+        echo: Callable[[str], None],
+        parts: TinyParts | None = None,
+    ) -> None:
         self.grid, self.out, self.echo = grid, out, echo
         self.settings, self.schedule = grid.settings_obj, grid.schedule_obj
         self._data: DataSplits | None = None
-        self._parts: TinyParts | None = None
+        self._parts = parts
 
     @property
     def data(self) -> DataSplits:
@@ -146,6 +156,17 @@ def _labels(records: list[Any], grid: int) -> torch.Tensor:
 
     rows = [dense_targets(r.meta["items"], r.image.width, grid) for r in records]
     return torch.from_numpy(np.stack(rows))
+
+
+def run_and_save(context: Context, cell: Any) -> dict[str, Any]:
+    """``run_cell``, timed; its record is written to ``cells/<key>/cell.json`` and returned."""
+    start = time.perf_counter()
+    record = run_cell(context, cell)
+    record["seconds"] = time.perf_counter() - start
+    folder = context.out / "cells" / cell.key
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / CELL_FILE).write_text(json.dumps(record, indent=2, default=str) + "\n")
+    return record
 
 
 def run_cell(context: Context, cell: Any) -> dict[str, Any]:

@@ -89,9 +89,7 @@ def warm_up_encoder(
             "generate synthdoc with vocabulary=settings.vocabulary and levels=('easy',)"
         )
     labels = torch.tensor([index[r.answers[0]] for r in usable])
-    head = nn.Sequential(
-        nn.LayerNorm(encoder.hidden_size), nn.Linear(encoder.hidden_size, len(vocabulary))
-    )
+    head = _seeded_head(encoder.hidden_size, len(vocabulary), seed)
 
     def step_loss(grid: Tensor, pick: Tensor) -> tuple[Tensor, float]:
         logits = head(grid.mean(dim=(1, 2)))
@@ -131,9 +129,7 @@ def warm_up_dense(
         )
         for size in sizes
     }
-    head = nn.Sequential(
-        nn.LayerNorm(encoder.hidden_size), nn.Linear(encoder.hidden_size, len(CHAR_CLASSES))
-    )
+    head = _seeded_head(encoder.hidden_size, len(CHAR_CLASSES), seed)
     weight = torch.ones(len(CHAR_CLASSES))
     weight[BACKGROUND] = BACKGROUND_WEIGHT
 
@@ -148,6 +144,15 @@ def warm_up_dense(
     return _train(
         encoder, head, usable, step_loss, steps, batch_size, lr, seed, image_size, progress, "dense"
     )
+
+
+def _seeded_head(width: int, classes: int, seed: int) -> nn.Module:
+    """LayerNorm + Linear drawn from ``seed`` alone, not from torch's global generator: the
+    same grid and seed then give the same stage 0 whatever ran before in the process (another
+    seed of ``--seeds``, or a parallel job's parent)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return nn.Sequential(nn.LayerNorm(width), nn.Linear(width, classes))
 
 
 def _train(

@@ -8,8 +8,9 @@ import pytest
 from PIL import Image
 
 from recipes.compare import cells as compare_cells
+from recipes.compare.grid import Cell, CompareGrid, load_grid
 from recipes.compare.reconstruction import METHODS
-from recipes.compare.runner import Cell, CompareGrid, load_grid, run_compare
+from recipes.compare.runner import run_compare
 
 
 def _fake_record(cell: Cell) -> dict:

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from recipes.compare.cells import _cell_parts
-from recipes.compare.runner import Cell, CompareGrid
+from recipes.compare.grid import Cell, CompareGrid
 from recipes.quickstart.model import TinySettings, assemble, tiny_parts
 from vlm.schema import RecipeError, from_dict
 

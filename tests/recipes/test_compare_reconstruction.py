@@ -14,9 +14,9 @@ from PIL import Image
 
 from encoder import attention_projection, load_radio
 from recipes.compare.cells import Context
+from recipes.compare.grid import CompareGrid
 from recipes.compare.reconstruction import METHODS, compress_all, matching_metrics, measure
 from recipes.compare.report import reconstruction_tables, seeds_table
-from recipes.compare.runner import CompareGrid
 from recipes.compare.stats import reconstruction_over_seeds
 from token_merge import compress, reconstruction_error
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from recipes.cli import main
+from recipes.compare.grid import load_grid
 from recipes.compare.letters import LetterStats, letter_stats, one_letter_apart, same_letters
 from recipes.compare.reconstruction import METHODS
-from recipes.compare.runner import load_grid
 from recipes.compare.stats import aggregate, mean_sd, paired_difference, partner_key
 
 

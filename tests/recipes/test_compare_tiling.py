@@ -8,7 +8,7 @@ import json
 import pytest
 
 from recipes.cli import main
-from recipes.compare.runner import Cell, CompareGrid, load_grid
+from recipes.compare.grid import Cell, CompareGrid, load_grid
 from vlm.schema import RecipeError, from_dict
 
 TOY_KEYS = [

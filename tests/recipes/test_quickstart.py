@@ -138,3 +138,28 @@ def test_stage0_takes_its_input_sizes_in_turn(tmp_path):
     assert stats["steps"] == 4 and math.isfinite(stats["loss"])
     with pytest.raises(ValueError, match="at least one size"):
         warm_up_encoder(encoder, records, settings.vocabulary, steps=1, image_size=())
+
+
+def test_stage0_depends_on_its_seed_not_on_what_ran_before(tmp_path):
+    """The classifier head is drawn from the seed: the same seed twice in one process (seeds
+    of --seeds one after another, a parallel job's parent) gives the same encoder, whatever
+    the global generator did in between; another seed gives another."""
+    import torch
+
+    from recipes.quickstart.model import tiny_parts
+    from recipes.quickstart.stage0 import warm_up_encoder
+    from recipes.quickstart.training import synthdoc_config
+    from vlm.data.synthdoc import generate_records
+
+    settings = TinySettings(image_size=64)
+    records = list(generate_records(8, synthdoc_config(settings, 0)))
+
+    def warmed(seed: int) -> dict:
+        encoder = tiny_parts(settings, tmp_path, seed=0).encoder
+        torch.randn(1000)  # the global generator moves on between runs
+        warm_up_encoder(encoder, records, settings.vocabulary, steps=3, batch_size=2, seed=seed)
+        return encoder.state_dict()
+
+    first, again, other = warmed(0), warmed(0), warmed(1)
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert not all(torch.equal(first[k], other[k]) for k in first)

@@ -1,0 +1,164 @@
+"""A compare grid file: ``CompareGrid`` (its keys map 1:1 onto the YAML; unknown keys are
+errors) expanding into ``Cell``s, and ``load_grid``. The file format is in
+``recipes.compare.runner``'s docstring."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from encoder.tiling import Tiling
+from recipes.quickstart.model import TinySettings
+from recipes.quickstart.training import Schedule
+from vlm.schema import STRICT, from_dict
+
+
+def _tiling_settings(value: Any) -> dict[str, Any] | None:
+    """A cell's tiling, checked by ``Tiling`` (errors name the allowed keys), as a dict."""
+    tiling = Tiling.from_value(value)
+    return None if tiling is None else tiling.to_dict()
+
+
+def _tiling_key(tiling: dict[str, Any]) -> list[str]:
+    """Key parts of a tiling cell: tiles<max> (+ t<tile px>, min<n>, nothumb when set)."""
+    parts = [f"tiles{tiling['max_tiles']}"]
+    if tiling["tile_size"]:
+        parts.append(f"t{tiling['tile_size']}")
+    if tiling["min_tiles"] > 1:
+        parts.append(f"min{tiling['min_tiles']}")
+    return parts if tiling["thumbnail"] else [*parts, "nothumb"]
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One setting. encoder: "tiny" (the quickstart encoder). resolution: the encoder's input
+    side in px (None: the data's size). blockwise: ToMe inside every encoder block
+    (``blockwise_tome=K``) instead of once at the output. blind: trained and evaluated on
+    blank pages (the image-blind lower bound). model: an already trained model folder to
+    evaluate (train: none). compressor "none" keeps every patch (num_tokens is ignored).
+    tiling: ``encoder.tiling.Tiling`` settings (InternVL tiles + thumbnail, paper Table A5),
+    num_tokens then per tile; None: no tiling. The paper's other ablation axes, as the
+    recipe keys of the same names (None: the default): feature_layers / aggregation (the
+    encoder blocks whose features are used, "sparse" or "dense": Table 7), image_mode
+    ("fixed", "keep-aspect", "native", "pad"), dst (ToMe's sink layout, "top-left" or
+    "random": Table A10)."""
+
+    __pydantic_config__ = STRICT
+
+    encoder: str = "tiny"
+    compressor: str = "tome"
+    num_tokens: int = 16
+    resolution: int | None = None
+    blockwise: bool = False
+    blind: bool = False
+    model: str | None = None
+    tiling: dict[str, Any] | None = None
+    feature_layers: tuple[int, ...] | None = None
+    aggregation: Literal["sparse", "dense"] | None = None
+    image_mode: Literal["fixed", "keep-aspect", "native", "pad"] | None = None
+    dst: Literal["top-left", "random"] | None = None
+
+    def __post_init__(self) -> None:  # checked and defaults filled, however it was built
+        object.__setattr__(self, "tiling", _tiling_settings(self.tiling))
+        if self.dst is not None and (self.compressor != "tome" or self.blockwise):
+            raise ValueError(
+                f"dst (the sink layout of output ToMe) needs compressor 'tome' without "
+                f"blockwise; got compressor {self.compressor!r}, blockwise {self.blockwise}"
+            )
+
+    @property
+    def key(self) -> str:
+        budget = "kall" if self.compressor == "none" else f"k{self.num_tokens}"
+        parts = [self.encoder, self.compressor, budget]
+        if self.resolution:
+            parts.append(f"r{self.resolution}")
+        if self.blockwise:
+            parts.append("blockwise")
+        if self.blind:
+            parts.append("blind")
+        if self.tiling:
+            parts += _tiling_key(self.tiling)
+        if self.feature_layers is not None:
+            parts.append("L" + "_".join(str(i) for i in self.feature_layers))
+        parts += [v for v in (self.aggregation, self.image_mode) if v is not None]
+        if self.dst is not None:
+            parts.append(f"dst-{self.dst}")
+        return "-".join(parts).replace("/", "_")
+
+
+@dataclass
+class CompareGrid:
+    __pydantic_config__ = STRICT
+
+    name: str = "compare"
+    out: str | None = None
+    seed: int = 0
+    train: str = "tiny"
+    grid: dict[str, list[Any]] = field(default_factory=dict)
+    cells: list[dict[str, Any]] = field(default_factory=list)
+    data: dict[str, int] = field(default_factory=lambda: {"num_train": 3000, "num_eval": 300})
+    schedule: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+    eval: dict[str, Any] = field(default_factory=dict)
+    reconstruction: bool = True
+    reconstruction_block: int = -1
+
+    def __post_init__(self) -> None:
+        for name in ("grid", "data", "schedule", "settings", "eval"):  # `key:` left empty
+            if getattr(self, name) is None:
+                setattr(self, name, {})
+        self.cells = self.cells or []
+        if self.train not in ("tiny", "none"):
+            raise ValueError(f"compare: train must be 'tiny' or 'none'; got {self.train!r}")
+        axes = {"encoders", "compressors", "num_tokens", "resolutions", "blockwise"}
+        if unknown := sorted(set(self.grid) - axes):
+            raise ValueError(f"compare: unknown grid axes {unknown}; known: {sorted(axes)}")
+        if unknown := sorted(set(self.data) - {"num_train", "num_eval"}):
+            raise ValueError(f"compare: unknown data keys {unknown}; known: num_train, num_eval")
+        if unknown := sorted(set(self.eval) - {"tasks", "limit", "batch_size"}):
+            raise ValueError(
+                f"compare: unknown eval keys {unknown}; known: tasks, limit, batch_size"
+            )
+        # the training seed follows the grid's unless the schedule names its own
+        self.schedule_obj = from_dict(Schedule, {"seed": self.seed, **self.schedule}, "schedule")
+        self.settings_obj = from_dict(TinySettings, dict(self.settings), "settings")
+        depth = self.settings_obj.encoder_depth  # the stage-0 encoder the analysis measures
+        if not -depth <= self.reconstruction_block < depth:
+            raise ValueError(
+                f"compare: reconstruction_block {self.reconstruction_block} is out of range for "
+                f"the stage-0 encoder's {depth} blocks (settings.encoder_depth); use "
+                f"{-depth}..{depth - 1}, -1 for the last"
+            )
+
+    def expand(self) -> list[Cell]:
+        """The grid's product, then the explicit cells; duplicates dropped, order kept."""
+        g = self.grid
+        product = itertools.product(
+            g.get("encoders", ["tiny"]),
+            g.get("compressors", ["tome"]),
+            g.get("num_tokens", [self.settings_obj.num_tokens]),
+            g.get("resolutions", [None]),
+            g.get("blockwise", [False]),
+        )
+        cells = [Cell(e, c, k, r, b) for e, c, k, r, b in product] if g else []
+        cells += [from_dict(Cell, dict(extra), f"cells[{i}]") for i, extra in enumerate(self.cells)]
+        unique: dict[str, Cell] = {}  # by key: "none" at several K is one cell
+        for cell in cells:
+            unique.setdefault(cell.key, cell)
+        return list(unique.values())
+
+
+def load_grid(path: str | Path, **overrides: Any) -> CompareGrid:
+    """Read a grid YAML (unknown keys are errors naming them)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"compare grid {path} does not exist; see recipes/compare/")
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    data.setdefault("name", path.stem)
+    return from_dict(
+        CompareGrid, {**data, **{k: v for k, v in overrides.items() if v is not None}}, ""
+    )
