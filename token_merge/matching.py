@@ -161,8 +161,9 @@ def bipartite_soft_matching(
     """One round of bipartite soft matching; returns the assignment [B, N] onto N - r slots.
 
     metric:     [B, N, C] features to match on (the tokens themselves, or attention keys).
-    dst_idx:    [D] positions that are destinations; every other position that is not
-                ``protected`` is a source.
+    dst_idx:    [D] positions that are destinations (any order; repeats count once); every
+                other position that is not ``protected`` is a source. A source's best
+                destination is its most similar one, the earliest in raster order on a tie.
     num_merged: r, how many sources merge into their most cosine-similar destination: the r
                 sources with the highest best-match scores (ties: the earlier source first).
                 0 <= r <= number of sources.
@@ -176,6 +177,7 @@ def bipartite_soft_matching(
     dst_idx = dst_idx.to(device)
     is_dst = torch.zeros(n, dtype=torch.bool, device=device)
     is_dst[dst_idx] = True
+    dst_idx = is_dst.nonzero().squeeze(1)  # sorted and unique: slots and ties in raster order
     is_src = ~is_dst
     if protected is not None:
         is_src[protected.to(device)] = False
@@ -214,14 +216,13 @@ def bipartite_soft_matching(
 
 
 def _merge_every_source(m: Tensor, dst_idx: Tensor) -> Tensor:
-    """The assignment [B, N] when every token but the D destinations merges (D = K, the
-    usual plan): nothing to rank, and the slots are the destinations in raster order.
+    """The assignment [B, N] when every token but the D destinations (``dst_idx``: sorted,
+    unique) merges (D = K, the usual plan): nothing to rank; slot j is destination j.
 
     A source's best destination is the same by dot product as by cosine, so only the
     destinations are normalised; all N rows are multiplied, which costs less than copying
     the S sources out of m. Destination rows are overwritten with their own slot.
     """
-    dst_idx = dst_idx.sort().values  # slot j is the j-th destination in raster order
     unit_dst = m.index_select(1, dst_idx)  # [B, D, C], a copy: normalised in place
     unit_dst /= unit_dst.norm(dim=-1, keepdim=True).clamp_min(_EPS)
     best, slot = (m @ unit_dst.mT).max(dim=-1)  # [B, N]

@@ -163,6 +163,7 @@ def run_and_save(context: Context, cell: Any) -> dict[str, Any]:
     start = time.perf_counter()
     record = run_cell(context, cell)
     record["seconds"] = time.perf_counter() - start
+    record["threads"] = torch.get_num_threads()  # what this cell ran with
     folder = context.out / "cells" / cell.key
     folder.mkdir(parents=True, exist_ok=True)
     (folder / CELL_FILE).write_text(json.dumps(record, indent=2, default=str) + "\n")

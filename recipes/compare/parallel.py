@@ -18,6 +18,7 @@ import sys
 import traceback
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
@@ -40,14 +41,14 @@ def run_cells_in_parallel(
     """Run ``cells`` of ``context``'s grid in ``jobs`` processes of ``threads`` torch threads
     each; every finished cell has its ``cell.json``. Raises RuntimeError naming the failed
     cells once all have run."""
-    parts = context.parts  # data and stage 0, once, before any job reads them
+    context.data  # noqa: B018 - write the data folder once, before any job reads it
+    parts = context.parts  # and stage 0
     echo(f"[compare] {len(cells)} cells in {jobs} parallel jobs of {threads} torch threads each")
+    # a fresh process per cell (Python >= 3.11), so nothing leaks from one cell to the next
+    fresh = {"max_tasks_per_child": 1} if sys.version_info >= (3, 11) else {}
     failed: dict[str, str] = {}
-    with ProcessPoolExecutor(
-        max_workers=jobs,
-        mp_context=multiprocessing.get_context("spawn"),
-        max_tasks_per_child=1,  # a fresh process per cell: nothing leaks from one to the next
-    ) as pool:
+    pool = ProcessPoolExecutor(jobs, multiprocessing.get_context("spawn"), **fresh)
+    try:
         futures = {
             pool.submit(_job, context.grid, context.out, parts, cell, threads): cell
             for cell in cells
@@ -57,11 +58,19 @@ def run_cells_in_parallel(
             log = context.out / "cells" / cell.key / LOG_FILE
             try:
                 record = future.result()
-            except Exception as err:
+            except BrokenProcessPool:
+                failed[cell.key] = (
+                    f"a job process died (killed by the system: out of memory?), which stops "
+                    f"every running job; try fewer --jobs (log: {log})"
+                )
+            except Exception as err:  # reported with its cell; the other cells go on
                 failed[cell.key] = f"{type(err).__name__}: {err} (log: {log})"
-                echo(f"[compare] {cell.key}: FAILED, {failed[cell.key]}")
+            else:
+                echo(f"[compare] {cell.key}: {cell_line(record)} ({record['seconds']:.0f}s; {log})")
                 continue
-            echo(f"[compare] {cell.key}: {cell_line(record)} ({record['seconds']:.0f}s; {log})")
+            echo(f"[compare] {cell.key}: FAILED, {failed[cell.key]}")
+    finally:  # on Ctrl-C too: no queued cell starts after this
+        pool.shutdown(wait=True, cancel_futures=True)
     if failed:
         lines = "\n".join(f"  {key}: {why}" for key, why in failed.items())
         raise RuntimeError(

@@ -27,7 +27,8 @@ A grid file (keys map 1:1 onto ``CompareGrid``; unknown keys are errors):
 
 Each cell writes ``cells/<key>/cell.json`` when it is finished; a re-run skips those cells
 (delete the file to redo one). ``--jobs N`` runs N cells at a time in their own processes
-(``recipes.compare.parallel``; ``--threads`` is then per job). Aggregates are rewritten from all finished cells every time.
+(``recipes.compare.parallel``; ``--threads`` is then per job, and each cell.json records its
+threads). Aggregates are rewritten from all finished cells every time.
 ``setup.json`` records what every cell shares (seed, data, schedule, settings, eval); a re-run
 into a folder made with a different setup is refused rather than mixing two runs' cells.
 ``--seed N`` repeats a grid with another seed (data, stage 0, training), by default into
@@ -75,13 +76,15 @@ def run_compare(
     _check_setup(grid, out)
     cells = grid.expand()
     todo = [c for c in cells if not (out / "cells" / c.key / CELL_FILE).is_file()]
-    echo(
-        f"[compare] {grid.name}: {len(cells)} cells, {len(cells) - len(todo)} finished, {len(todo)} to run"
-    )
+    done = len(cells) - len(todo)
+    echo(f"[compare] {grid.name}: {len(cells)} cells, {done} finished, {len(todo)} to run")
     context = cells_mod.Context(grid, out, echo) if todo or grid.reconstruction else None
     if jobs > 1 and len(todo) > 1 and grid.train == "tiny":
         run_cells_in_parallel(context, todo, jobs, threads, echo)
     else:
+        if jobs > 1:
+            why = "train: none (evaluation only)" if grid.train != "tiny" else "one cell to run"
+            echo(f"[compare] --jobs {jobs}: cells run one after the other here ({why})")
         for cell in tqdm(todo, desc="compare cells", unit="cell"):
             record = cells_mod.run_and_save(context, cell)
             line = compare_report.cell_line(record)
@@ -246,8 +249,11 @@ def _run(args: argparse.Namespace) -> int:
         raise SystemExit("compare: pass --seed N or --seeds A,B,C, not both")
     if args.jobs < 1:
         raise SystemExit(f"compare: --jobs must be >= 1; got {args.jobs}")
+    if args.threads is not None and args.threads < 1:
+        raise SystemExit(f"compare: --threads must be >= 1; got {args.threads}")
     threads = args.threads or max(1, default_threads() // args.jobs)
-    set_threads(threads * args.jobs)  # the parent: data, stage 0, analysis
+    # the parent (data, stage 0, analysis) uses the jobs' threads together, within the cores
+    set_threads(max(threads, min(threads * args.jobs, default_threads())))
     if args.jobs > 1:
         print(f"[compare] {args.jobs} jobs of {threads} torch threads each (--jobs, --threads)")
     grid = load_grid(args.grid, out=args.out, seed=args.seed)

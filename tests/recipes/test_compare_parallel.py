@@ -41,6 +41,7 @@ def test_two_jobs_train_the_same_models_as_one_after_the_other(tmp_path):
     assert any("2 cells in 2 parallel jobs of 1 torch threads" in line for line in lines)
     for one, other in zip(serial["cells"], parallel["cells"], strict=True):
         assert one["key"] == other["key"] and one["metrics"] == other["metrics"]
+        assert one["threads"] == other["threads"] == 1
         weights = [load_file(f"{r['model_dir']}/model.safetensors") for r in (one, other)]
         assert weights[0].keys() == weights[1].keys()
         assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
@@ -62,3 +63,14 @@ def test_a_failed_job_is_named_with_its_log_and_the_others_finish(tmp_path):
     finished = json.loads((tmp_path / "cells" / "tiny-avgpool-k4" / "cell.json").read_text())
     assert finished["key"] == "tiny-avgpool-k4"
     assert not (tmp_path / "cells" / "tiny-tome-k1-blockwise" / "cell.json").exists()
+
+
+@pytest.mark.parametrize(
+    "flags,message",
+    [(["--jobs", "0"], "--jobs must be >= 1; got 0"), (["--threads", "0"], "--threads must be")],
+)
+def test_bad_jobs_or_threads_are_named(flags, message):
+    from recipes.cli import main
+
+    with pytest.raises(SystemExit, match=message):
+        main(["compare", "recipes/compare/paper_toy.yaml", *flags])

@@ -308,3 +308,13 @@ def test_merging_every_source_matches_the_ranking_path_for_any_destination_order
     shuffled = dst[torch.randperm(dst.numel(), generator=torch.Generator().manual_seed(0))]
     assert torch.equal(bipartite_soft_matching(x, shuffled, num_merged=72), fast)
     assert torch.equal(fast[:, dst], torch.arange(24).expand(3, -1))  # slots in raster order
+    repeated = torch.cat([dst, dst[:5]])
+    assert torch.equal(bipartite_soft_matching(x, repeated, num_merged=72), fast)
+
+
+def test_a_tie_goes_to_the_earliest_destination_in_raster_order_whatever_the_given_order():
+    x = torch.tensor([[[1.0, 0.0], [0.0, 0.0], [0.0, 1.0], [1.0, 0.0]]])  # 1 ties (zero vector)
+    for dst in ([2, 0], [0, 2]):
+        for protected in (None, torch.tensor([], dtype=torch.long)):  # short and ranking path
+            slot = bipartite_soft_matching(x, torch.tensor(dst), 2, protected)
+            assert slot.tolist() == [[0, 0, 1, 0]]
