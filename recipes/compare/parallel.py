@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from recipes.compare import cells as cells_mod
 from recipes.compare.report import cell_line
 from recipes.quickstart.model import TinyParts
+from recipes.threads import set_threads
 
 LOG_FILE = "log.txt"
 
@@ -81,16 +82,13 @@ def run_cells_in_parallel(
 
 def _job(grid: Any, out: Path, parts: TinyParts, cell: Any, threads: int) -> dict[str, Any]:
     """One cell in a spawned process; its stdout and stderr go to cells/<key>/log.txt."""
-    import torch
-
     folder = out / "cells" / cell.key
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / LOG_FILE, "a", encoding="utf-8") as log:
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
             os.dup2(log.fileno(), stream.fileno())
-    torch.set_num_threads(threads)
-    print(f"[compare] {cell.key}: torch threads {threads}, pid {os.getpid()}", flush=True)
+    set_threads(threads, echo=lambda line: print(f"{line} [{cell.key}, pid {os.getpid()}]"))
     context = cells_mod.Context(grid, out, lambda line: print(line, flush=True), parts=parts)
     try:
         return cells_mod.run_and_save(context, cell)

@@ -46,7 +46,7 @@ def test_two_jobs_train_the_same_models_as_one_after_the_other(tmp_path):
         assert weights[0].keys() == weights[1].keys()
         assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
         log = tmp_path / "jobs" / "cells" / other["key"] / "log.txt"
-        assert "torch threads 1" in log.read_text()  # the job's output went to its log
+        assert "torch threads: 1" in log.read_text()  # the job's output went to its log
 
 
 def test_a_failed_job_is_named_with_its_log_and_the_others_finish(tmp_path):
