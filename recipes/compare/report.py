@@ -254,12 +254,22 @@ def _blind(entry: Mapping[str, Any]) -> str:
     return " (image-blind)" if entry["cell"].get("blind") else ""
 
 
-def seeds_plot(summary: Mapping[str, Any], path: Path) -> Path:
-    """One panel per task: a bar per cell (mean over seeds, error bar = sd); when a method
-    has several budgets, a second row: score vs visual tokens per image (mean ± sd)."""
+def measured_titles(entries: list[Mapping[str, Any]]) -> list[str]:
+    """The headline tasks some cell has a score for (a grid that evaluates TextVQA only gets
+    one panel, not two empty ones)."""
     from recipes.compare.stats import TITLES
 
+    return [
+        t for t in TITLES if any(not math.isnan(v) for e in entries for v in e[t]["values"])
+    ] or [TITLES[0]]
+
+
+def seeds_figure(summary: Mapping[str, Any]) -> Figure:
+    """One panel per evaluated task: a bar per cell (mean over seeds, error bar = sd) with
+    each seed's score as a point on it; when a method has several budgets, a second row:
+    score vs visual tokens per image (mean ± sd, the seeds as points)."""
     entries = list(summary["cells"].values())
+    titles = measured_titles(entries)
     series: dict[str, list[Mapping[str, Any]]] = {}
     for entry in entries:
         if not entry["cell"].get("blind"):
@@ -268,37 +278,43 @@ def seeds_plot(summary: Mapping[str, Any], path: Path) -> Path:
         name: pts for name, pts in series.items() if len({p["visual_tokens"] for p in pts}) > 1
     }
     rows = 2 if curves else 1
-    fig = Figure(figsize=(4.4 * len(TITLES), 4.2 * rows), dpi=100)
-    axes = fig.subplots(rows, len(TITLES), squeeze=False)
+    fig = Figure(figsize=(max(4.4 * len(titles), 5.5), 4.2 * rows), dpi=100)
+    axes = fig.subplots(rows, len(titles), squeeze=False)
     names = [
         f"{_name(e['cell'])}{' blind' if e['cell'].get('blind') else ''} K={e['visual_tokens']}"
         for e in entries
     ]
-    for ax, title in zip(axes[0], TITLES, strict=True):
-        means = [e[title]["mean"] for e in entries]
-        sds = [0.0 if math.isnan(e[title]["sd"]) else e[title]["sd"] for e in entries]
+    for ax, title in zip(axes[0], titles, strict=True):
         ax.bar(
             range(len(entries)),
-            means,
-            yerr=sds,
+            [e[title]["mean"] for e in entries],
+            yerr=[_sd(e[title]) for e in entries],
             capsize=3,
             color=[f"C{i % 10}" for i in range(len(entries))],
+            alpha=0.55,
         )
+        for i, entry in enumerate(entries):
+            _seed_points(ax, [i] * len(entry[title]["values"]), entry[title]["values"], 0.25)
         ax.set_xticks(range(len(entries)), names, rotation=40, ha="right", fontsize=7)
-        ax.set_title(f"{title} (mean ± sd, {len(summary['seeds'])} seeds)")
+        ax.set_title(f"{title} (mean ± sd; points: {len(summary['seeds'])} seeds)")
         ax.set_ylim(0, 100)
     if curves:
-        for ax, title in zip(axes[1], TITLES, strict=True):
-            for name, points in curves.items():
+        for ax, title in zip(axes[1], titles, strict=True):
+            for index, (name, points) in enumerate(curves.items()):
                 points = sorted(points, key=lambda e: e["visual_tokens"])
+                tokens = [p["visual_tokens"] for p in points]
                 ax.errorbar(
-                    [p["visual_tokens"] for p in points],
+                    tokens,
                     [p[title]["mean"] for p in points],
-                    yerr=[0.0 if math.isnan(p[title]["sd"]) else p[title]["sd"] for p in points],
+                    yerr=[_sd(p[title]) for p in points],
                     fmt="o-",
                     capsize=3,
+                    color=f"C{index % 10}",
                     label=name,
                 )
+                for p in points:
+                    xs = [p["visual_tokens"]] * len(p[title]["values"])
+                    _seed_points(ax, xs, p[title]["values"], 0.0, color=f"C{index % 10}")
             ax.set_xscale("log", base=2)
             ax.set_xlabel("visual tokens per image")
             ax.set_ylim(0, 100)
@@ -306,7 +322,33 @@ def seeds_plot(summary: Mapping[str, Any], path: Path) -> Path:
         axes[1][-1].legend(fontsize=7)
     axes[0][0].set_ylabel("score (0-100)")
     fig.tight_layout()
-    fig.savefig(path)
+    return fig
+
+
+def _sd(measure: Mapping[str, Any]) -> float:
+    return 0.0 if math.isnan(measure["sd"]) else measure["sd"]
+
+
+def _seed_points(
+    ax: Any, xs: list[float], ys: list[float], spread: float, color: str = "black"
+) -> None:
+    """The seeds' scores as small points, spread sideways by ``spread`` so equal ones show."""
+    n = len(xs)
+    offsets = [spread * (i / (n - 1) - 0.5) if n > 1 else 0.0 for i in range(n)]
+    ax.scatter(
+        [x + o for x, o in zip(xs, offsets, strict=True)],
+        ys,
+        s=12,
+        color=color,
+        edgecolors="white",
+        linewidths=0.5,
+        zorder=3,
+    )
+
+
+def seeds_plot(summary: Mapping[str, Any], path: Path) -> Path:
+    """``seeds_figure`` saved to ``path``."""
+    seeds_figure(summary).savefig(path)
     return path
 
 

@@ -9,11 +9,13 @@ import math
 from pathlib import Path
 
 import pytest
+from matplotlib.collections import PathCollection
 
 from recipes.cli import main
 from recipes.compare.grid import load_grid
 from recipes.compare.letters import LetterStats, letter_stats, one_letter_apart, same_letters
 from recipes.compare.reconstruction import METHODS
+from recipes.compare.report import seeds_figure
 from recipes.compare.stats import aggregate, mean_sd, paired_difference, partner_key
 
 
@@ -110,6 +112,41 @@ def test_aggregate_pairs_each_method_with_tome_of_the_same_seed_k_and_input():
     )
 
 
+def test_seeds_figure_draws_evaluated_tasks_only_and_every_seed_as_a_point():
+    def textvqa_only(key, compressor, exact, k):
+        return {
+            **_record(key, compressor, exact, k=k),
+            "metrics": {"textvqa_val_local": {"exact_match": exact}},
+        }
+
+    per_seed = {
+        seed: {
+            "cells": [
+                textvqa_only("tiny-tome-k16", "tome", 0.6 + seed / 10, 16),
+                textvqa_only("tiny-tome-k64", "tome", 0.8, 64),
+                textvqa_only("tiny-avgpool-k16", "avgpool", 0.5, 16),
+            ]
+        }
+        for seed in (0, 1, 2)
+    }
+    summary = {"seeds": [0, 1, 2], **aggregate(per_seed)}
+    figure = seeds_figure(summary)
+    bars, curve = figure.axes  # TextVQA only: no empty DocVQA / OCRBench panels
+    assert (
+        bars.get_title().startswith("TextVQA acc") and curve.get_title() == "TextVQA acc vs budget"
+    )
+    # one point per (cell, seed), at the seed's score
+    points = [p for c in _scatters(bars) for p in c.get_offsets().tolist()]
+    assert len(points) == 9
+    assert sorted(y for x, y in points if round(x) == 0) == pytest.approx([60.0, 70.0, 80.0])
+    curve_points = [p for c in _scatters(curve) for p in c.get_offsets().tolist()]
+    assert sorted(x for x, _ in curve_points) == [16.0] * 3 + [64.0] * 3  # tome's budgets
+
+
+def _scatters(axes):
+    return [c for c in axes.collections if isinstance(c, PathCollection)]
+
+
 def test_shipped_dense_grids_load():
     main_grid = load_grid("recipes/compare/dense_world.yaml")
     assert [c.key for c in main_grid.expand()] == [
@@ -160,6 +197,19 @@ def test_shipped_word_tests_change_only_the_vocabulary():
         assert len(set(words)) == 20 and {len(w) for w in words} == {3}
         assert all(any(partner(w, v) for v in words) for w in words), name
         assert {c.key for c in grid.expand()} >= {"tiny-tome-k16", "tiny-avgpool-k16"}
+
+
+def test_form_grid_changes_only_the_question_style_and_its_metric():
+    """dense_word_forms: dense_word's pages, schedule, budget and cells; DocVQA form lookups
+    with word values, scored by ANLS."""
+    word = load_grid("recipes/compare/dense_word.yaml")
+    forms = load_grid("recipes/compare/dense_word_forms.yaml")
+    assert (forms.schedule_obj, forms.data) == (word.schedule_obj, word.data)
+    assert forms.settings_obj.styles == ("docvqa",) and forms.settings_obj.form_values == "words"
+    same = dataclasses.replace(forms.settings_obj, styles=("textvqa",), form_values="any")
+    assert same == word.settings_obj
+    assert forms.eval == {**word.eval, "tasks": ["docvqa"]}
+    assert [c.key for c in forms.expand()] == [c.key for c in word.expand()]
 
 
 def test_long_anagram_grid_changes_only_the_sft_steps_so_stages_0_to_2_are_shared():
