@@ -59,6 +59,7 @@ class TinySettings:
     vocabulary: tuple[str, ...] | None = VOCABULARY  # None: synthdoc's built-in WORDS (~100)
     levels: tuple[str, ...] = ("easy",)  # synthdoc levels; ("dense",): the dense world
     styles: tuple[str, ...] = ("textvqa", "docvqa", "ocrbench")  # synthdoc's question styles
+    form_values: str = "any"  # docvqa fields asked: "any", "words" or "numbers" (synthdoc)
     # large dark-on-light text: the tiny ViT leaves its plateau ~2x sooner than with colours
     # and synthdoc's default easy sizes (calibration: benchmarks/quickstart_calibration.py)
     font_scale: tuple[float, float] = (0.28, 0.36)

@@ -75,6 +75,7 @@ def synthdoc_config(settings: TinySettings, seed: int) -> SynthDocConfig:
         image_size=settings.image_size,
         levels=settings.levels,
         styles=settings.styles,
+        form_values=settings.form_values,
         vocabulary=None if settings.vocabulary is None else list(settings.vocabulary),
         font_scale=settings.font_scale,
         colors=settings.colors,

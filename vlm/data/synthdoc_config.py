@@ -33,6 +33,7 @@ WORDS = (
 # fmt: on
 WORD_KEYS = ("name", "city", "item", "owner", "brand", "shop")
 NUMBER_KEYS = ("total", "code", "price", "room", "size", "count")
+FORM_KEYS = {"any": WORD_KEYS + NUMBER_KEYS, "words": WORD_KEYS, "numbers": NUMBER_KEYS}
 # OCRBench question_type values (lmms-eval's ocrbench score table) used here
 REGULAR, IRREGULAR = "Regular Text Recognition", "Irregular Text Recognition"
 DIGITS, NON_SEMANTIC = "Digit String Recognition", "Non-Semantic Text Recognition"
@@ -54,6 +55,11 @@ class StyleContext:
         self.sizes = range(config.min_font_size, hi + 1)
         self.preferred = range(lo, hi + 1)  # sizes tried first: the level's range
         self.margin = margin(s)
+
+    @property
+    def form_keys(self) -> tuple[str, ...]:
+        """The form fields a docvqa record may ask about (``config.form_values``)."""
+        return FORM_KEYS[self.config.form_values]
 
     def word(self) -> str:
         return self.rng.choice(self.config.words)
@@ -123,6 +129,9 @@ class SynthDocConfig:
     colors:      coloured inks/papers; False: near-black on near-white everywhere.
     noise_prob:  chance of a noisy background at hard level (half of it at medium).
     page_prob:   chance that a hard docvqa/ocrbench record is a large, mostly white page.
+    form_values: which form fields docvqa asks about: "any" (name/city/... with word values
+                 and total/code/... with numbers), "words" or "numbers" only (one answer
+                 kind, e.g. for a reader that learns words but not digit strings).
     """
 
     __pydantic_config__ = STRICT
@@ -139,6 +148,7 @@ class SynthDocConfig:
     noise_prob: float = 0.5
     page_prob: float = 0.3
     page_scale: int = 4
+    form_values: str = "any"
 
     def __post_init__(self) -> None:
         for name in ("styles", "levels", "fonts", "font_scale"):
@@ -156,6 +166,11 @@ class SynthDocConfig:
                 raise ValueError(
                     f"SynthDocConfig.{name} must be a non-empty subset of {allowed}; got {values}"
                 )
+        if self.form_values not in FORM_KEYS:
+            raise ValueError(
+                f"SynthDocConfig.form_values must be one of {sorted(FORM_KEYS)}; "
+                f"got {self.form_values!r}"
+            )
         lo, hi = self.font_scale
         if not 0 < lo <= hi < 1:
             raise ValueError(f"font_scale must be (lo, hi) with 0 < lo <= hi < 1; got {(lo, hi)}")

@@ -37,7 +37,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .synthdoc_config import DIGITS, NUMBER_KEYS, WORD_KEYS, StyleContext
+from .synthdoc_config import DIGITS, WORD_KEYS, StyleContext
 from .synthdoc_draw import Box, Page, TextItem, font, line_height, text_width
 
 # per-patch classes of the dense targets: background, a-z, 0-9, any other ink (":" etc.)
@@ -72,7 +72,7 @@ def _textvqa(ctx: StyleContext) -> tuple[Page, str, list[str], dict]:
 
 def _docvqa(ctx: StyleContext) -> tuple[Page, str, list[str], dict]:
     rng, s, size = ctx.rng, ctx.config.image_size, dense_font_size(ctx.config.image_size)
-    keys = rng.sample((*WORD_KEYS, *NUMBER_KEYS), 3)
+    keys = rng.sample(ctx.form_keys, 3)
     values = [ctx.word() if k in WORD_KEYS else ctx.digits(2, 5) for k in keys]
     lines = [f"{k}: {v}" for k, v in zip(keys, values, strict=True)]
     height = line_height(size, ctx.font_path)
@@ -111,7 +111,7 @@ def _lite_textvqa(ctx: StyleContext) -> tuple[Page, str, list[str], dict]:
 
 
 def _lite_docvqa(ctx: StyleContext) -> tuple[Page, str, list[str], dict]:
-    key = ctx.rng.choice((*WORD_KEYS, *NUMBER_KEYS))
+    key = ctx.rng.choice(ctx.form_keys)
     if key in WORD_KEYS:
         value, others = ctx.word(), [ctx.digits(2, 4), ctx.digits(2, 4)]
     else:

@@ -99,11 +99,11 @@ def _docvqa(ctx: StyleContext) -> tuple[Page, str, list[str], dict]:
                 "large_page": canvas[0] > ctx.config.image_size,
             }
             return page, question, [answer], meta
-    if level == "easy":
-        keys = [rng.choice(WORD_KEYS)]
+    if level == "easy":  # one field: a word one unless numbers are asked for
+        keys = [rng.choice(NUMBER_KEYS if ctx.config.form_values == "numbers" else WORD_KEYS)]
     else:
         n = rng.randint(3, 4) if level == "medium" else rng.randint(4, 6)
-        keys = rng.sample(WORD_KEYS + NUMBER_KEYS, n)
+        keys = rng.sample(ctx.form_keys, n)
     values = []
     for key in keys:
         if key in WORD_KEYS:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from vlm.data import SynthDocConfig, generate_records
+from vlm.data.synthdoc_config import NUMBER_KEYS, WORD_KEYS
 from vlm.data.synthdoc_dense import BACKGROUND, CHAR_CLASSES, QUARTERS, dense_targets
 from vlm.data.synthdoc_draw import font
 
@@ -60,6 +61,25 @@ def test_the_lite_level_asks_the_one_item_of_its_kind():
             assert answer.isdigit() and 2 <= len(answer) <= 4
     assert len({r.answers[0] for r in records}) >= 100  # words and numbers
     assert "items" in records[0].meta  # the dense stage 0's targets
+
+
+@pytest.mark.parametrize("level", ["easy", "medium", "dense", "dense-lite"])
+def test_form_values_choose_which_fields_a_form_question_asks(level):
+    def forms(form_values):
+        config = SynthDocConfig(
+            image_size=128, levels=(level,), styles=("docvqa",), form_values=form_values, seed=5
+        )
+        return list(generate_records(40, config))
+
+    words, numbers = forms("words"), forms("numbers")
+    assert all(r.answers[0].isalpha() for r in words)
+    assert all(r.answers[0].replace(".", "").isdigit() for r in numbers)
+    assert {r.question.split()[-1].rstrip("?") for r in words} <= set(WORD_KEYS)
+    assert {r.question.split()[-1].rstrip("?") for r in numbers} <= set(NUMBER_KEYS)
+    if level != "easy":  # easy asks one word field either way; the others mix by default
+        assert {r.answers[0].isalpha() for r in forms("any")} == {True, False}
+    with pytest.raises(ValueError, match="form_values must be one of"):
+        SynthDocConfig(form_values="digits")
 
 
 def test_the_default_levels_do_not_include_dense():
