@@ -26,7 +26,8 @@ A grid file (keys map 1:1 onto ``CompareGrid``; unknown keys are errors):
                                 # (docs/a10_reconstruction.md; --analysis-only K,K: this alone)
 
 Each cell writes ``cells/<key>/cell.json`` when it is finished; a re-run skips those cells
-(delete the file to redo one). ``--jobs N`` runs N cells at a time in their own processes
+(delete the file to redo one); ``--cells KEY,KEY`` runs only those (e.g. the avg-pool cells a
+first run left out). ``--jobs N`` runs N cells at a time in their own processes
 (``recipes.compare.parallel``; ``--threads`` is then per job, and each cell.json records its
 threads). Aggregates are rewritten from all finished cells every time.
 ``setup.json`` records what every cell shares (seed, data, schedule, settings, eval); a re-run
@@ -43,7 +44,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,10 +65,15 @@ SHARED = ("seed", "train", "data", "schedule", "settings", "eval")  # what all c
 
 
 def run_compare(
-    grid: CompareGrid, echo: Callable[[str], None] = print, jobs: int = 1, threads: int = 1
+    grid: CompareGrid,
+    echo: Callable[[str], None] = print,
+    jobs: int = 1,
+    threads: int = 1,
+    only: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """Run every unfinished cell (``jobs`` at a time, each with ``threads`` torch threads,
-    when jobs > 1), then write the aggregates; returns results.json's content."""
+    """Run every unfinished cell (or those of them keyed in ``only``; ``jobs`` at a time, each
+    with ``threads`` torch threads, when jobs > 1), then write the aggregates of every finished
+    cell; returns results.json's content."""
     from recipes.compare import report as compare_report
     from recipes.compare.parallel import run_cells_in_parallel
 
@@ -75,8 +81,13 @@ def run_compare(
     out.mkdir(parents=True, exist_ok=True)
     _check_setup(grid, out)
     cells = grid.expand()
-    todo = [c for c in cells if not (out / "cells" / c.key / CELL_FILE).is_file()]
-    done = len(cells) - len(todo)
+    check_cell_keys(grid, only)
+
+    def finished(cell: Any) -> bool:
+        return (out / "cells" / cell.key / CELL_FILE).is_file()
+
+    todo = [c for c in cells if not finished(c) and (only is None or c.key in only)]
+    done = sum(map(finished, cells))
     echo(f"[compare] {grid.name}: {len(cells)} cells, {done} finished, {len(todo)} to run")
     context = cells_mod.Context(grid, out, echo) if todo or grid.reconstruction else None
     if jobs > 1 and len(todo) > 1 and grid.train == "tiny":
@@ -89,8 +100,12 @@ def run_compare(
             record = cells_mod.run_and_save(context, cell)
             line = compare_report.cell_line(record)
             echo(f"[compare] {cell.key}: {line} ({record['seconds']:.0f}s)")
+    if waiting := [c.key for c in cells if not finished(c)]:
+        echo(f"[compare] not run yet (not in --cells): {', '.join(waiting)}")
     records = [
-        json.loads((out / "cells" / c.key / CELL_FILE).read_text(encoding="utf-8")) for c in cells
+        json.loads((out / "cells" / c.key / CELL_FILE).read_text(encoding="utf-8"))
+        for c in cells
+        if finished(c)
     ]
     extra = {}
     if grid.reconstruction and grid.train == "none":
@@ -111,12 +126,23 @@ def run_compare(
     return results
 
 
+def check_cell_keys(grid: CompareGrid, keys: Sequence[str] | None) -> None:
+    """Refuse ``--cells`` keys that are not cells of ``grid``, naming the ones it has."""
+    have = [c.key for c in grid.expand()]
+    if keys is not None and (unknown := [k for k in keys if k not in have]):
+        raise ValueError(
+            f"--cells {', '.join(unknown)}: not a cell of {grid.name}; its cells are "
+            f"{', '.join(have)}"
+        )
+
+
 def run_seeds(
     grid: CompareGrid,
     seeds: list[int],
     echo: Callable[[str], None] = print,
     jobs: int = 1,
     threads: int = 1,
+    only: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """``run_compare`` once per seed into ``<out>/seed<N>``, then the statistics over seeds
     (``stats.aggregate``) into ``<out>``; returns seeds.json's content."""
@@ -130,7 +156,7 @@ def run_seeds(
     for seed in seeds:
         echo(f"[compare] seed {seed} ({seeds.index(seed) + 1} of {len(seeds)})")
         one = dataclasses.replace(grid, seed=seed, out=str(out / f"seed{seed}"))
-        per_seed[seed] = run_compare(one, echo, jobs, threads)
+        per_seed[seed] = run_compare(one, echo, jobs, threads, only)
     summary = {
         "name": grid.name,
         "threads": torch.get_num_threads() if jobs == 1 else threads,
@@ -231,6 +257,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="train no cell: only data, stage 0 and the reconstruction / character-probe "
         "analysis of its features at these budgets (with --seeds: per seed, then over seeds)",
     )
+    parser.add_argument(
+        "--cells",
+        type=_key_list,
+        default=None,
+        metavar="KEY,KEY,...",
+        help="run only these cells (keys as in cells/, e.g. tiny-avgpool-k16-r256); the tables "
+        "and plots cover every finished cell",
+    )
     parser.add_argument("--ci", action="store_true", help="tiny data and step counts")
     parser.set_defaults(run=_run)
 
@@ -242,6 +276,13 @@ def _seed_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(
             f"takes comma-separated integers such as 0,1,2; got {text!r}"
         ) from None
+
+
+def _key_list(text: str) -> list[str]:
+    keys = [part.strip() for part in text.split(",") if part.strip()]
+    if not keys:
+        raise argparse.ArgumentTypeError(f"takes comma-separated cell keys; got {text!r}")
+    return keys
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -265,10 +306,16 @@ def _run(args: argparse.Namespace) -> int:
             data={"num_train": 32, "num_eval": 12},
             schedule={**grid.schedule, "warmup_steps": 4, "steps": [2, 2, 2], "batch_size": 4},
         )
+    try:
+        check_cell_keys(grid, args.cells)  # before any data or stage 0 is made
+    except ValueError as error:
+        raise SystemExit(f"compare: {error}") from None
     if args.analysis_only is not None:
+        if args.cells is not None:
+            raise SystemExit("compare: --analysis-only trains no cell; drop --cells")
         run_analysis(grid, args.seeds or [grid.seed], args.analysis_only)
     elif args.seeds is not None:
-        run_seeds(grid, args.seeds, jobs=args.jobs, threads=threads)
+        run_seeds(grid, args.seeds, jobs=args.jobs, threads=threads, only=args.cells)
     else:
-        run_compare(grid, jobs=args.jobs, threads=threads)
+        run_compare(grid, jobs=args.jobs, threads=threads, only=args.cells)
     return 0

@@ -187,3 +187,33 @@ def test_accuracy_plot_lines_for_several_budgets_bars_for_one(tmp_path):
         with Image.open(path) as image:
             assert image.format == "PNG"
             assert image.size == ((1200, 340) if name == "lines" else (1200, 420))
+
+
+def test_cells_runs_only_the_named_cells_and_reports_every_finished_one(tmp_path, fake_cells):
+    grid = CompareGrid(
+        name="three",
+        out=str(tmp_path),
+        grid={"compressors": ["tome", "avgpool", "unshuffle"], "num_tokens": [16]},
+        reconstruction=False,
+    )
+    lines: list[str] = []
+    first = run_compare(grid, echo=lines.append, only=["tiny-avgpool-k16"])
+    assert fake_cells == ["tiny-avgpool-k16"]
+    assert [r["key"] for r in first["cells"]] == ["tiny-avgpool-k16"]
+    assert "[compare] not run yet (not in --cells): tiny-tome-k16, tiny-unshuffle-k16" in lines
+    second = run_compare(grid, echo=lambda _: None, only=["tiny-avgpool-k16", "tiny-tome-k16"])
+    assert fake_cells == ["tiny-avgpool-k16", "tiny-tome-k16"]  # the finished one is skipped
+    assert [r["key"] for r in second["cells"]] == ["tiny-tome-k16", "tiny-avgpool-k16"]
+    assert "tiny / avgpool" in (tmp_path / "table.md").read_text()
+    with pytest.raises(ValueError, match="--cells tiny-tome-k64: not a cell of three; its cells"):
+        run_compare(grid, echo=lambda _: None, only=["tiny-tome-k64"])
+    assert len(fake_cells) == 2
+
+
+def test_cells_flag_names_an_unknown_key_before_any_work(tmp_path, capsys):
+    from recipes.cli import main
+
+    with pytest.raises(SystemExit, match="tiny-avgpool-k99: not a cell of dense_word; its cells"):
+        main(["compare", "recipes/compare/dense_word.yaml", "--cells", "tiny-avgpool-k99",
+              "--out", str(tmp_path)])  # fmt: skip
+    assert not any(tmp_path.iterdir())  # no data, no stage 0
