@@ -54,6 +54,7 @@ from tqdm.auto import tqdm
 from recipes.compare import cells as cells_mod
 from recipes.compare.cells import CELL_FILE
 from recipes.compare.grid import CompareGrid, load_grid
+from recipes.compare.lock import RunFolderBusy, folder_lock
 from recipes.threads import default_threads, set_threads
 
 SUMMARY = (
@@ -73,12 +74,23 @@ def run_compare(
 ) -> dict[str, Any]:
     """Run every unfinished cell (or those of them keyed in ``only``; ``jobs`` at a time, each
     with ``threads`` torch threads, when jobs > 1), then write the aggregates of every finished
-    cell; returns results.json's content."""
+    cell; returns results.json's content. One run per output folder (``folder_lock``)."""
+    out = Path(grid.out or f"runs/compare/{grid.name}")
+    with folder_lock(out):
+        return _run_cells(grid, out, echo, jobs, threads, only)
+
+
+def _run_cells(
+    grid: CompareGrid,
+    out: Path,
+    echo: Callable[[str], None],
+    jobs: int,
+    threads: int,
+    only: Sequence[str] | None,
+) -> dict[str, Any]:
     from recipes.compare import report as compare_report
     from recipes.compare.parallel import run_cells_in_parallel
 
-    out = Path(grid.out or f"runs/compare/{grid.name}")
-    out.mkdir(parents=True, exist_ok=True)
     _check_setup(grid, out)
     cells = grid.expand()
     check_cell_keys(grid, only)
@@ -184,11 +196,11 @@ def run_analysis(
     for seed in seeds:
         one = dataclasses.replace(grid, seed=seed, out=str(out / f"seed{seed}"))
         folder = Path(one.out)
-        folder.mkdir(parents=True, exist_ok=True)
-        _check_setup(one, folder)
-        context = cells_mod.Context(one, folder, echo)
-        per_seed[seed] = {"reconstruction": context.reconstruction(budgets)}
-        context.merge_picture(folder / "merge.png")
+        with folder_lock(folder):
+            _check_setup(one, folder)
+            context = cells_mod.Context(one, folder, echo)
+            per_seed[seed] = {"reconstruction": context.reconstruction(budgets)}
+            context.merge_picture(folder / "merge.png")
         echo(f"[compare] seed {seed}: analysis of the stage-0 features done")
     summary = {
         "name": grid.name,
@@ -310,6 +322,13 @@ def _run(args: argparse.Namespace) -> int:
         check_cell_keys(grid, args.cells)  # before any data or stage 0 is made
     except ValueError as error:
         raise SystemExit(f"compare: {error}") from None
+    try:
+        return _dispatch(args, grid, threads)
+    except RunFolderBusy as error:
+        raise SystemExit(f"compare: {error}") from None
+
+
+def _dispatch(args: argparse.Namespace, grid: CompareGrid, threads: int) -> int:
     if args.analysis_only is not None:
         if args.cells is not None:
             raise SystemExit("compare: --analysis-only trains no cell; drop --cells")

@@ -217,3 +217,36 @@ def test_cells_flag_names_an_unknown_key_before_any_work(tmp_path, capsys):
         main(["compare", "recipes/compare/dense_word.yaml", "--cells", "tiny-avgpool-k99",
               "--out", str(tmp_path)])  # fmt: skip
     assert not any(tmp_path.iterdir())  # no data, no stage 0
+
+
+def test_a_second_run_into_a_busy_folder_is_refused_and_a_killed_one_leaves_no_lock(
+    tmp_path, fake_cells
+):
+    import subprocess
+    import sys
+
+    from recipes.compare.lock import RunFolderBusy, folder_lock
+
+    grid = CompareGrid(name="busy", out=str(tmp_path), grid={"num_tokens": [16]})
+    grid.reconstruction = False
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; "
+         "from recipes.compare.lock import folder_lock\n"
+         "with folder_lock(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(60)",
+         str(tmp_path)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(
+            RunFolderBusy, match=rf"in use by another compare run \(pid {holder.pid}\)"
+        ):
+            run_compare(grid, echo=lambda _: None)
+        assert fake_cells == []  # nothing ran, nothing was written over
+    finally:
+        holder.kill()  # SIGKILL: no cleanup code runs in the holder
+        holder.wait()
+    run_compare(grid, echo=lambda _: None)  # the kernel dropped the dead process's lock
+    assert fake_cells == ["tiny-tome-k16"]
+    with folder_lock(tmp_path), pytest.raises(RunFolderBusy):
+        run_compare(grid, echo=lambda _: None)  # this process's other run holds it
