@@ -105,7 +105,7 @@ def _run_cells(
     if jobs > 1 and len(todo) > 1 and grid.train == "tiny":
         run_cells_in_parallel(context, todo, jobs, threads, echo)
     else:
-        if jobs > 1:
+        if jobs > 1 and todo:
             why = "train: none (evaluation only)" if grid.train != "tiny" else "one cell to run"
             echo(f"[compare] --jobs {jobs}: cells run one after the other here ({why})")
         for cell in tqdm(todo, desc="compare cells", unit="cell"):

@@ -47,6 +47,10 @@ def test_two_jobs_train_the_same_models_as_one_after_the_other(tmp_path):
         assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
         log = tmp_path / "jobs" / "cells" / other["key"] / "log.txt"
         assert "torch threads: 1" in log.read_text()  # the job's output went to its log
+    again: list[str] = []  # a re-run: every cell finished, nothing to run, nothing said of jobs
+    run_compare(_grid(tmp_path / "jobs", cells), again.append, jobs=2, threads=1)
+    assert any("2 finished, 0 to run" in line for line in again)
+    assert not any("--jobs" in line for line in again)
 
 
 def test_a_failed_job_is_named_with_its_log_and_the_others_finish(tmp_path):
