@@ -189,31 +189,35 @@ def seeds_table(summary: Mapping[str, Any]) -> str:
     from recipes.compare.stats import TITLES
 
     cells = summary["cells"]
-    n = len(summary["seeds"])
+    # a grid run with --cells for some seeds has cells with fewer seeds than the run
     lines = [
-        f"Seeds {summary['seeds']}: mean ± sd over {n} seeds per cell.\n",
-        "| setting | visual tokens / image | " + " | ".join(TITLES) + " |",
-        "|---" * (len(TITLES) + 2) + "|",
+        f"Seeds {summary['seeds']}: mean ± sd per cell over the seeds it ran.\n",
+        "| setting | visual tokens / image | seeds | " + " | ".join(TITLES) + " |",
+        "|---" * (len(TITLES) + 3) + "|",
     ]
     for entry in cells.values():
         values = " | ".join(_pm(entry[t]["mean"], entry[t]["sd"]) for t in TITLES)
+        seeds = ", ".join(map(str, entry["seeds"]))
         lines.append(
-            f"| {_setting(entry['cell'])}{_blind(entry)} | {entry['visual_tokens']} | {values} |"
+            f"| {_setting(entry['cell'])}{_blind(entry)} | {entry['visual_tokens']} | {seeds} "
+            f"| {values} |"
         )
     paired = [e for e in cells.values() if "vs_tome" in e]
     if paired:
         lines += [
             "",
             "Paired difference against ToMe at the same K and input (method − ToMe; ± its "
-            "standard error over seeds; negative: ToMe ahead):\n",
-            "| setting | visual tokens / image | " + " | ".join(TITLES) + " |",
-            "|---" * (len(TITLES) + 2) + "|",
+            "standard error over the seeds both ran; negative: ToMe ahead):\n",
+            "| setting | visual tokens / image | paired seeds | " + " | ".join(TITLES) + " |",
+            "|---" * (len(TITLES) + 3) + "|",
         ]
         for entry in paired:
             diff = entry["vs_tome"]
             values = " | ".join(_pm(diff[t]["mean"], diff[t]["se"], sign=True) for t in TITLES)
+            pairs = diff[TITLES[0]]["n"]
             lines.append(
-                f"| {_setting(entry['cell'])}{_blind(entry)} | {entry['visual_tokens']} | {values} |"
+                f"| {_setting(entry['cell'])}{_blind(entry)} | {entry['visual_tokens']} | {pairs} "
+                f"| {values} |"
             )
     rows = summary.get("reconstruction") or {}
     if rows:

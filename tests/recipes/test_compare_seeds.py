@@ -15,7 +15,7 @@ from recipes.cli import main
 from recipes.compare.grid import load_grid
 from recipes.compare.letters import LetterStats, letter_stats, one_letter_apart, same_letters
 from recipes.compare.reconstruction import METHODS
-from recipes.compare.report import seeds_figure
+from recipes.compare.report import seeds_figure, seeds_table
 from recipes.compare.stats import aggregate, mean_sd, paired_difference, partner_key
 
 
@@ -110,6 +110,37 @@ def test_aggregate_pairs_each_method_with_tome_of_the_same_seed_k_and_input():
         )
         == "tiny-tome-k4-r256"
     )
+
+
+def test_a_cell_run_in_fewer_seeds_is_aggregated_and_paired_over_its_own_seeds():
+    # --seeds 0,1,2 with every cell, then --cells tome,avgpool for seeds 3 and 4 too
+    values = {
+        0: (0.6, 0.4, 0.3),
+        1: (0.7, 0.6, 0.5),
+        2: (0.5, 0.2, 0.1),
+        3: (0.8, 0.9),
+        4: (0.7, 0.7),
+    }
+    per_seed = {
+        seed: {
+            "cells": [
+                _record(f"tiny-{name}-k16", name, exact)
+                for name, exact in zip(("tome", "avgpool", "unshuffle"), scores, strict=False)
+            ]
+        }
+        for seed, scores in values.items()
+    }
+    summary = {"seeds": sorted(values), **aggregate(per_seed)}
+    pool, shuffle = (summary["cells"][f"tiny-{n}-k16"] for n in ("avgpool", "unshuffle"))
+    assert pool["seeds"] == [0, 1, 2, 3, 4] and shuffle["seeds"] == [0, 1, 2]
+    assert pool["vs_tome"]["TextVQA acc"]["mean"] == pytest.approx(-10.0)  # -20 -10 -30 +10 0
+    assert shuffle["vs_tome"]["TextVQA acc"]["mean"] == pytest.approx(-(30 + 20 + 40) / 3)
+    assert shuffle["vs_tome"]["TextVQA acc"]["n"] == 3
+    table = seeds_table(summary)
+    assert "mean ± sd per cell over the seeds it ran" in table
+    assert "| tiny / avgpool | 16 | 0, 1, 2, 3, 4 | 56.0 ± 27.0 |" in table
+    assert "| tiny / unshuffle | 16 | 0, 1, 2 | 30.0 ± 20.0 |" in table
+    assert "| tiny / unshuffle | 16 | 3 | -30.0 ± 5.8 |" in table  # paired over seeds 0-2
 
 
 def test_seeds_figure_draws_evaluated_tasks_only_and_every_seed_as_a_point():
