@@ -300,7 +300,7 @@ def seeds_figure(summary: Mapping[str, Any]) -> Figure:
         for i, entry in enumerate(entries):
             _seed_points(ax, [i] * len(entry[title]["values"]), entry[title]["values"], 0.25)
         ax.set_xticks(range(len(entries)), names, rotation=40, ha="right", fontsize=7)
-        ax.set_title(f"{title} (mean ± sd; points: {len(summary['seeds'])} seeds)")
+        ax.set_title(f"{title} (mean ± sd; points: one per seed)")
         ax.set_ylim(0, 100)
     if curves:
         for ax, title in zip(axes[1], titles, strict=True):
