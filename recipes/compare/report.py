@@ -196,11 +196,9 @@ def seeds_table(summary: Mapping[str, Any]) -> str:
         "|---" * (len(TITLES) + 3) + "|",
     ]
     for entry in cells.values():
-        values = " | ".join(_pm(entry[t]["mean"], entry[t]["sd"]) for t in TITLES)
         seeds = ", ".join(map(str, entry["seeds"]))
         lines.append(
-            f"| {_setting(entry['cell'])}{_blind(entry)} | {entry['visual_tokens']} | {seeds} "
-            f"| {values} |"
+            _seeds_row(entry, seeds, [_pm(entry[t]["mean"], entry[t]["sd"]) for t in TITLES])
         )
     paired = [e for e in cells.values() if "vs_tome" in e]
     if paired:
@@ -213,40 +211,48 @@ def seeds_table(summary: Mapping[str, Any]) -> str:
         ]
         for entry in paired:
             diff = entry["vs_tome"]
-            values = " | ".join(_pm(diff[t]["mean"], diff[t]["se"], sign=True) for t in TITLES)
-            pairs = diff[TITLES[0]]["n"]
-            lines.append(
-                f"| {_setting(entry['cell'])}{_blind(entry)} | {entry['visual_tokens']} | {pairs} "
-                f"| {values} |"
-            )
+            values = [_pm(diff[t]["mean"], diff[t]["se"], sign=True) for t in TITLES]
+            lines.append(_seeds_row(entry, diff[TITLES[0]]["n"], values))
+    return "\n".join(lines + _seeds_a10_lines(summary)) + "\n"
+
+
+def _seeds_row(entry: Mapping[str, Any], seeds: Any, values: list[str]) -> str:
+    """One cell's row of the seeds tables: setting, visual tokens, seeds, then ``values``."""
+    setting = f"{_setting(entry['cell'])}{_blind(entry)}"
+    return f"| {setting} | {entry['visual_tokens']} | {seeds} | " + " | ".join(values) + " |"
+
+
+def _seeds_a10_lines(summary: Mapping[str, Any]) -> list[str]:
+    """The stage-0 features' table over seeds (Table A10); none when nothing was measured."""
     rows = summary.get("reconstruction") or {}
-    if rows:
-        lines += [
-            "",
-            "The stage-0 features over seeds (mean ± sd; paper Table A10, keys and values of "
-            f"{block_label(summary.get('reconstruction_block', -1))}): reconstruction error "
-            "(normalised MSE) and, on dense pages, the ink patches a linear probe still reads "
-            "after unmerging (%); none and avg-pool have no sink:\n",
-            f"| K @ input | measure | sink | none | {A10_COLUMNS} |",
-            "|---" * 8 + "|",
-        ]
-        for where, measures in rows.items():
-            for label, prefix, scale in (
-                ("reconstruction error", "", 1.0),
-                ("characters read", "char_", 100.0),
-            ):
-                for sink in SINKS:
-                    names = ["none", *(method_key(m, sink) for m in MATCHING), "avgpool"]
-                    cells = [measures.get(f"{prefix}{name}") for name in names]
-                    if all(c is None for c in cells[1:-1]):  # no ToMe measured with this sink
-                        continue
-                    digits = 3 if scale == 1.0 else 1
-                    shown = [
-                        "-" if c is None else _pm(scale * c["mean"], scale * c["sd"], digits=digits)
-                        for c in cells
-                    ]
-                    lines.append(f"| {where} | {label} | {sink} | " + " | ".join(shown) + " |")
-    return "\n".join(lines) + "\n"
+    if not rows:
+        return []
+    lines = [
+        "",
+        "The stage-0 features over seeds (mean ± sd; paper Table A10, keys and values of "
+        f"{block_label(summary.get('reconstruction_block', -1))}): reconstruction error "
+        "(normalised MSE) and, on dense pages, the ink patches a linear probe still reads "
+        "after unmerging (%); none and avg-pool have no sink:\n",
+        f"| K @ input | measure | sink | none | {A10_COLUMNS} |",
+        "|---" * 8 + "|",
+    ]
+    for where, measures in rows.items():
+        for label, prefix, scale in (
+            ("reconstruction error", "", 1.0),
+            ("characters read", "char_", 100.0),
+        ):
+            for sink in SINKS:
+                names = ["none", *(method_key(m, sink) for m in MATCHING), "avgpool"]
+                cells = [measures.get(f"{prefix}{name}") for name in names]
+                if all(c is None for c in cells[1:-1]):  # no ToMe measured with this sink
+                    continue
+                digits = 3 if scale == 1.0 else 1
+                shown = [
+                    "-" if c is None else _pm(scale * c["mean"], scale * c["sd"], digits=digits)
+                    for c in cells
+                ]
+                lines.append(f"| {where} | {label} | {sink} | " + " | ".join(shown) + " |")
+    return lines
 
 
 def _pm(mean: float, spread: float, sign: bool = False, digits: int = 1) -> str:
