@@ -13,11 +13,14 @@ anything is built, as one ``RecipeError`` naming each key, its value and what is
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import difflib
 import typing
+from collections.abc import Sequence
 from typing import Annotated, Any
 
+import yaml
 from pydantic import BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
 
 __all__ = [
@@ -29,6 +32,8 @@ __all__ = [
     "PositiveInt",
     "Probability",
     "RecipeError",
+    "add_override_argument",
+    "apply_overrides",
     "from_dict",
     "set_dotted",
     "to_dict",
@@ -89,6 +94,28 @@ def to_dict(obj: Any) -> Any:
     if hasattr(obj, "__fspath__"):
         return str(obj)
     return obj
+
+
+def add_override_argument(parser: argparse.ArgumentParser, what: str, examples: str) -> None:
+    """``--override/-o KEY=VALUE`` (repeatable) on a command that reads a YAML ``what``;
+    ``apply_overrides`` applies the list it collects."""
+    parser.add_argument(
+        "--override",
+        "-o",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"change one {what} key, e.g. {examples} (repeatable; the value is read as YAML)",
+    )
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str] | None) -> None:
+    """Apply ``--override`` items ``key.sub=value`` (the value read as YAML) to ``data``."""
+    for item in overrides or []:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise RecipeError(f"--override {item!r} is not key=value (e.g. train.max_steps=10)")
+        set_dotted(data, key.strip(), yaml.safe_load(text))
 
 
 def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:

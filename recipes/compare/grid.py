@@ -5,6 +5,7 @@ errors) expanding into ``Cell``s, and ``load_grid``. The file format is in
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -14,7 +15,7 @@ import yaml
 from encoder.tiling import Tiling
 from recipes.quickstart.model import TinySettings
 from recipes.quickstart.training import Schedule
-from vlm.schema import STRICT, from_dict
+from vlm.schema import STRICT, apply_overrides, from_dict
 
 
 def _tiling_settings(value: Any) -> dict[str, Any] | None:
@@ -152,13 +153,20 @@ class CompareGrid:
         return list(unique.values())
 
 
-def load_grid(path: str | Path, **overrides: Any) -> CompareGrid:
-    """Read a grid YAML (unknown keys are errors naming them)."""
+def load_grid(
+    path: str | Path, overrides: Sequence[str] | None = None, **fields: Any
+) -> CompareGrid:
+    """Read a grid YAML (unknown keys are errors naming them). ``overrides``: ``--override``
+    items such as ``schedule.lr=[2e-3,1e-3,2e-3]`` (the value read as YAML); ``fields``:
+    top-level keys set by the command line (None: the YAML's)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"compare grid {path} does not exist; see recipes/compare/")
     data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"compare grid {path} must be a mapping (name, grid, settings, ...)")
     data.setdefault("name", path.stem)
+    apply_overrides(data, overrides)
     return from_dict(
-        CompareGrid, {**data, **{k: v for k, v in overrides.items() if v is not None}}, ""
+        CompareGrid, {**data, **{k: v for k, v in fields.items() if v is not None}}, ""
     )

@@ -56,6 +56,7 @@ from recipes.compare.cells import CELL_FILE
 from recipes.compare.grid import CompareGrid, load_grid
 from recipes.compare.lock import RunFolderBusy, folder_lock
 from recipes.threads import default_threads, set_threads
+from vlm.schema import add_override_argument
 
 SUMMARY = (
     "run a grid of encoders x compressors x token budgets (x resolutions): train tiny models "
@@ -277,6 +278,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="run only these cells (keys as in cells/, e.g. tiny-avgpool-k16-r256); the tables "
         "and plots cover every finished cell",
     )
+    add_override_argument(
+        parser, "grid", "schedule.lr=[2e-3,1e-3,2e-3] or settings.image_size=256 (saved with "
+        "the run's setup)"
+    )  # fmt: skip
     parser.add_argument("--ci", action="store_true", help="tiny data and step counts")
     parser.set_defaults(run=_run)
 
@@ -309,7 +314,9 @@ def _run(args: argparse.Namespace) -> int:
     set_threads(max(threads, min(threads * args.jobs, default_threads())))
     if args.jobs > 1:
         print(f"[compare] {args.jobs} jobs of {threads} torch threads each (--jobs, --threads)")
-    grid = load_grid(args.grid, out=args.out, seed=args.seed)
+    grid = load_grid(args.grid, args.override, out=args.out, seed=args.seed)
+    for item in args.override:
+        print(f"[compare] override: {item}")
     if args.seed is not None:
         grid.name = f"{grid.name}-seed{args.seed}"
     if args.ci:

@@ -15,21 +15,14 @@ import subprocess
 import sys
 
 from vlm.cli_errors import add_debug_flag, run_reporting_errors
+from vlm.schema import add_override_argument
 
 SUMMARY = "train one stage (align / pretrain / sft) from a YAML recipe"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("recipe", help="YAML recipe (see recipes/)")
-    parser.add_argument(
-        "--override",
-        "-o",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="change one recipe key, e.g. train.max_steps=10 or model.init_from=runs/s1 "
-        "(repeatable; the value is read as YAML)",
-    )
+    add_override_argument(parser, "recipe", "train.max_steps=10 or model.init_from=runs/s1")
     parser.add_argument(
         "--resume",
         nargs="?",

@@ -38,8 +38,8 @@ from vlm.schema import (
     PositiveFloat,
     PositiveInt,
     RecipeError,
+    apply_overrides,
     from_dict,
-    set_dotted,
     to_dict,
 )
 
@@ -275,11 +275,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
 def recipe_from_dict(data: dict[str, Any], overrides: list[str] | None = None) -> Recipe:
     """``load_recipe`` on an already parsed mapping."""
     data = yaml.safe_load(yaml.safe_dump(data))  # a deep copy the overrides may change
-    for item in overrides or []:
-        key, sep, text = item.partition("=")
-        if not sep or not key.strip():
-            raise RecipeError(f"--override {item!r} is not key=value (e.g. train.max_steps=10)")
-        set_dotted(data, key.strip(), yaml.safe_load(text))
+    apply_overrides(data, overrides)
     if "stage" not in data:
         raise RecipeError(f"the recipe has no 'stage'; set stage: to one of {list(STAGES)}")
     if "model" not in data or "data" not in data:

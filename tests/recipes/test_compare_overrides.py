@@ -1,0 +1,56 @@
+"""``radio-vlm compare GRID --override KEY=VALUE``: one grid key changed from the command line
+(an LR sweep without a YAML per point), validated like the YAML and saved with the setup."""
+
+from __future__ import annotations
+
+import pytest
+
+from recipes.cli import main
+from recipes.compare.grid import load_grid
+from recipes.compare.runner import _check_setup
+from recipes.quickstart.training import stage_recipe
+
+LR2X = ["schedule.lr=[2.0e-3, 1.0e-3, 2.0e-3]", "schedule.encoder_lr=6.0e-4"]
+
+
+def test_overrides_turn_dense_word_into_its_shipped_lr_twin():
+    """dense_word + the two SFT learning-rate overrides is dense_word_sft_lr2x in everything
+    the cells run with (only the name differs), and the SFT stage trains at those rates."""
+    twin = load_grid("recipes/compare/dense_word_sft_lr2x.yaml")
+    grid = load_grid("recipes/compare/dense_word.yaml", LR2X)
+    assert grid.schedule_obj == twin.schedule_obj
+    assert grid.settings_obj == twin.settings_obj
+    assert (grid.data, grid.eval) == (twin.data, twin.eval)
+    sft = stage_recipe("sft", "init", "data.json", "out", grid.schedule_obj)["train"]
+    assert sft["learning_rate"] == 2e-3 and sft["modules"] == {"encoder": {"lr": 6e-4}}
+    plain = load_grid("recipes/compare/dense_word.yaml")
+    assert stage_recipe("sft", "i", "d", "o", plain.schedule_obj)["train"]["learning_rate"] == 1e-3
+
+
+def test_an_overridden_grid_is_another_setup(tmp_path):
+    """Cells trained at another learning rate are never mixed into the plain run's folder."""
+    _check_setup(load_grid("recipes/compare/dense_word.yaml"), tmp_path)
+    with pytest.raises(ValueError, match=r"another setup.*schedule"):
+        _check_setup(load_grid("recipes/compare/dense_word.yaml", LR2X), tmp_path)
+
+
+def test_overrides_are_validated_like_the_yaml():
+    path = "recipes/compare/dense_word.yaml"
+    with pytest.raises(ValueError, match=r"'schedule\.lr' is not key=value"):
+        load_grid(path, ["schedule.lr"])
+    unknown = r"unknown key 'lrr' in section 'schedule' \(did you mean 'lr'\?\)"
+    with pytest.raises(ValueError, match=unknown):
+        load_grid(path, ["schedule.lrr=1e-3"])
+    with pytest.raises(ValueError, match=r"data\.num_train is a value"):
+        load_grid(path, ["data.num_train.x=3"])
+    grid = load_grid(path, ["settings.image_size=256"])
+    assert grid.settings_obj.image_size == 256 and grid.name == "dense_word"
+
+
+def test_a_bad_override_is_one_line_before_anything_runs(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["compare", "recipes/compare/dense_word.yaml", "-o", "schedule.steps=[1, 2]",
+                 "--out", str(out)])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "schedule.steps" in err and len(err.strip().splitlines()) == 2
+    assert not out.exists()
