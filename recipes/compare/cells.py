@@ -208,7 +208,7 @@ def run_cell(context: Context, cell: Any) -> dict[str, Any]:
     ev = grid.eval
     metrics = evaluate(
         str(model_dir),
-        list(ev.get("tasks", ["textvqa", "docvqa", "ocrbench"])),
+        grid.eval_tasks,
         data_dir=context.data.eval_blank_dir if cell.blind else context.data.eval_dir,
         limit=ev.get("limit"),
         batch_size=ev.get("batch_size", 16),

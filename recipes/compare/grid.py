@@ -15,7 +15,8 @@ import yaml
 from encoder.tiling import Tiling
 from recipes.quickstart.model import TinySettings
 from recipes.quickstart.training import Schedule
-from vlm.schema import STRICT, apply_overrides, from_dict
+from vlm.evaluation.local_tasks import KINDS
+from vlm.schema import STRICT, PositiveInt, apply_overrides, from_dict
 
 
 def _tiling_settings(value: Any) -> dict[str, Any] | None:
@@ -52,8 +53,8 @@ class Cell:
 
     encoder: str = "tiny"
     compressor: str = "tome"
-    num_tokens: int = 16
-    resolution: int | None = None
+    num_tokens: PositiveInt = 16
+    resolution: PositiveInt | None = None
     blockwise: bool = False
     blind: bool = False
     model: str | None = None
@@ -101,7 +102,9 @@ class CompareGrid:
     train: str = "tiny"
     grid: dict[str, list[Any]] = field(default_factory=dict)
     cells: list[dict[str, Any]] = field(default_factory=list)
-    data: dict[str, int] = field(default_factory=lambda: {"num_train": 3000, "num_eval": 300})
+    data: dict[str, PositiveInt] = field(
+        default_factory=lambda: {"num_train": 3000, "num_eval": 300}
+    )
     schedule: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
     eval: dict[str, Any] = field(default_factory=dict)
@@ -127,6 +130,8 @@ class CompareGrid:
         # the training seed follows the grid's unless the schedule names its own
         self.schedule_obj = from_dict(Schedule, {"seed": self.seed, **self.schedule}, "schedule")
         self.settings_obj = from_dict(TinySettings, dict(self.settings), "settings")
+        self._check_tasks()
+        self._check_budgets()
         depth = self.settings_obj.encoder_depth  # the stage-0 encoder the analysis measures
         if not -depth <= self.reconstruction_block < depth:
             raise ValueError(
@@ -134,6 +139,39 @@ class CompareGrid:
                 f"the stage-0 encoder's {depth} blocks (settings.encoder_depth); use "
                 f"{-depth}..{depth - 1}, -1 for the last"
             )
+
+    @property
+    def eval_tasks(self) -> list[str]:
+        """The evaluation sets each cell is scored on (default: every style the run writes)."""
+        return list(self.eval.get("tasks") or self.settings_obj.styles)
+
+    def _check_tasks(self) -> None:
+        """Cells are scored on the pages the run writes: one of its question styles each."""
+        styles = self.settings_obj.styles
+        if unknown := [t for t in self.eval_tasks if t not in KINDS or t not in styles]:
+            raise ValueError(
+                f"compare: eval.tasks {unknown} have no pages in this run; it writes "
+                f"{list(styles)} (settings.styles), so evaluate on some of those"
+            )
+
+    def _check_budgets(self) -> None:
+        """A budget above the patches of a cell's input fails at its first step, after stage
+        0 and the data: refuse it now (tiny cells; a trained model's encoder has its own)."""
+        if self.train != "tiny":
+            return
+        size, patch = self.settings_obj.image_size, self.settings_obj.patch_size
+        for cell in self.expand():
+            patches = ((cell.resolution or size) // patch) ** 2
+            if (
+                cell.compressor in ("tome", "avgpool")
+                and not cell.tiling
+                and cell.num_tokens > patches
+            ):
+                raise ValueError(
+                    f"compare: cell {cell.key} asks for {cell.num_tokens} visual tokens from "
+                    f"{patches} patches ({cell.resolution or size} px, patch {patch}); use "
+                    f"num_tokens <= {patches} or a larger resolution"
+                )
 
     def expand(self) -> list[Cell]:
         """The grid's product, then the explicit cells; duplicates dropped, order kept."""
@@ -145,7 +183,9 @@ class CompareGrid:
             g.get("resolutions", [None]),
             g.get("blockwise", [False]),
         )
-        cells = [Cell(e, c, k, r, b) for e, c, k, r, b in product] if g else []
+        names = ("encoder", "compressor", "num_tokens", "resolution", "blockwise")
+        cells = [from_dict(Cell, dict(zip(names, p, strict=True)), "grid") for p in product]
+        cells = cells if g else []
         cells += [from_dict(Cell, dict(extra), f"cells[{i}]") for i, extra in enumerate(self.cells)]
         unique: dict[str, Cell] = {}  # by key: "none" at several K is one cell
         for cell in cells:

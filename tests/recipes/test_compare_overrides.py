@@ -54,3 +54,28 @@ def test_a_bad_override_is_one_line_before_anything_runs(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "schedule.steps" in err and len(err.strip().splitlines()) == 2
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("grid.num_tokens=[0]", r"num_tokens must be .*>= 1"),
+        ("grid.num_tokens=[300]", r"tiny-tome-k300 asks for 300 visual tokens from 256 patches"),
+        ("data.num_eval=0", r"data\.num_eval must be .*>= 1"),
+        ("eval.tasks=[docvqa]", r"eval\.tasks \['docvqa'\] have no pages in this run"),
+        ("eval.tasks=[nope]", r"eval\.tasks \['nope'\] have no pages"),
+    ],
+)
+def test_a_grid_that_would_fail_after_stage_0_is_refused_when_loaded(override, message):
+    """Each of these used to load, then fail minutes later (at the first training step or
+    at evaluation, after data and stage 0)."""
+    with pytest.raises(ValueError, match=message):
+        load_grid("recipes/compare/dense_word.yaml", [override])
+
+
+def test_eval_tasks_default_to_the_styles_the_run_writes():
+    grid = load_grid("recipes/compare/dense_word.yaml", ["eval.tasks=null"])
+    assert grid.eval_tasks == ["textvqa"]
+    assert load_grid("recipes/compare/paper_toy.yaml").eval_tasks == [
+        "textvqa", "docvqa", "ocrbench"
+    ]  # fmt: skip
