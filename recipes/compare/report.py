@@ -26,7 +26,7 @@ def _fmt(value: float) -> str:
     return "n/a" if value is None or math.isnan(value) else f"{value:.1f}"
 
 
-def _setting(cell: Mapping[str, Any]) -> str:
+def setting_label(cell: Mapping[str, Any]) -> str:
     text = f"{cell['encoder']} / {cell['compressor']}"
     if cell.get("blockwise"):
         text += " (block-wise)"
@@ -47,7 +47,7 @@ def markdown_table(results: Mapping[str, Any]) -> str:
     for record in results["cells"]:
         values = " | ".join(_fmt(scores(record["metrics"])[t]) for t in titles)
         lines.append(
-            f"| {_setting(record['cell'])} | {record['visual_tokens']} | {values} | "
+            f"| {setting_label(record['cell'])} | {record['visual_tokens']} | {values} | "
             f"{record['llm_tokens_per_s']:.0f} |"
         )
     text = "\n".join(lines) + "\n"
@@ -198,7 +198,7 @@ def seeds_table(summary: Mapping[str, Any]) -> str:
     for entry in cells.values():
         seeds = ", ".join(map(str, entry["seeds"]))
         lines.append(
-            _seeds_row(entry, seeds, [_pm(entry[t]["mean"], entry[t]["sd"]) for t in TITLES])
+            _seeds_row(entry, seeds, [format_pm(entry[t]["mean"], entry[t]["sd"]) for t in TITLES])
         )
     paired = [e for e in cells.values() if "vs_tome" in e]
     if paired:
@@ -211,14 +211,14 @@ def seeds_table(summary: Mapping[str, Any]) -> str:
         ]
         for entry in paired:
             diff = entry["vs_tome"]
-            values = [_pm(diff[t]["mean"], diff[t]["se"], sign=True) for t in TITLES]
+            values = [format_pm(diff[t]["mean"], diff[t]["se"], sign=True) for t in TITLES]
             lines.append(_seeds_row(entry, diff[TITLES[0]]["n"], values))
     return "\n".join(lines + _seeds_a10_lines(summary)) + "\n"
 
 
 def _seeds_row(entry: Mapping[str, Any], seeds: Any, values: list[str]) -> str:
     """One cell's row of the seeds tables: setting, visual tokens, seeds, then ``values``."""
-    setting = f"{_setting(entry['cell'])}{_blind(entry)}"
+    setting = f"{setting_label(entry['cell'])}{_blind(entry)}"
     return f"| {setting} | {entry['visual_tokens']} | {seeds} | " + " | ".join(values) + " |"
 
 
@@ -248,14 +248,16 @@ def _seeds_a10_lines(summary: Mapping[str, Any]) -> list[str]:
                     continue
                 digits = 3 if scale == 1.0 else 1
                 shown = [
-                    "-" if c is None else _pm(scale * c["mean"], scale * c["sd"], digits=digits)
+                    "-"
+                    if c is None
+                    else format_pm(scale * c["mean"], scale * c["sd"], digits=digits)
                     for c in cells
                 ]
                 lines.append(f"| {where} | {label} | {sink} | " + " | ".join(shown) + " |")
     return lines
 
 
-def _pm(mean: float, spread: float, sign: bool = False, digits: int = 1) -> str:
+def format_pm(mean: float, spread: float, sign: bool = False, digits: int = 1) -> str:
     text = "n/a" if math.isnan(mean) else f"{mean:+.{digits}f}" if sign else f"{mean:.{digits}f}"
     return text if math.isnan(spread) else f"{text} ± {spread:.{digits}f}"
 
