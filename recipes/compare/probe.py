@@ -46,3 +46,23 @@ def char_accuracy(probe: nn.Module, grids: Tensor, labels: Tensor) -> float:
     ink = labels != BACKGROUND
     predicted = probe(grids.float()).argmax(-1)
     return float((predicted[ink] == labels[ink]).float().mean()) if ink.any() else float("nan")
+
+
+def ink_separation(tokens: Tensor, assignment: Tensor, sizes: Tensor, labels: Tensor) -> float:
+    """How far a token holding ink sits from the blank paper, as the projector's first layer
+    (a LayerNorm) sees it: the mean of 1 - cos(token, mean blank token) over the tokens with
+    any ink patch. Pooling dilutes a word into mostly blank cells, so its tokens stay close to
+    blank and a reader must resolve small differences; merging gives ink tokens of their own.
+
+    tokens [N, K, C], assignment [N, h*w] (patch -> token), sizes [N, K] (patches per token),
+    labels [N, h, w] (``BACKGROUND`` or a character). NaN without ink or blank tokens.
+    """
+    ink = (labels != BACKGROUND).flatten(1).float()  # [N, h*w]
+    share = torch.zeros_like(sizes, dtype=torch.float32).scatter_add_(1, assignment, ink)
+    inky = share > 0  # [N, K]
+    normed = nn.functional.layer_norm(tokens.float(), tokens.shape[-1:])
+    if not inky.any() or inky.all():
+        return float("nan")
+    blank = normed[~inky].mean(0)
+    cos = nn.functional.cosine_similarity(normed[inky], blank[None], dim=-1)
+    return float((1 - cos).mean())

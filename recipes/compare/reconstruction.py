@@ -85,14 +85,16 @@ def measure(
     labels: Tensor | None = None,
 ) -> dict[str, float]:
     """{row key: normalised reconstruction error} for ``METHODS`` on ``grid`` [N, h, w, C];
-    with a character ``probe`` and ``labels`` [N, h, w] also ``char_<key>`` and ``char_none``."""
-    from recipes.compare.probe import char_accuracy  # (loads the encoder package too)
+    with a character ``probe`` and ``labels`` [N, h, w] also ``char_<key>`` and ``char_none``
+    (characters read after unmerging) and ``sep_<key>`` (``probe.ink_separation``)."""
+    from recipes.compare.probe import char_accuracy, ink_separation  # (loads the encoder too)
 
     row: dict[str, float] = {}
     for method, out in compress_all(grid, num_tokens, metrics, seed=seed).items():
         row[method] = float(reconstruction_error(grid, out, normalize=True))
         if probe is not None:
             row[f"char_{method}"] = char_accuracy(probe, out.unmerge().view_as(grid), labels)
+            row[f"sep_{method}"] = ink_separation(out.tokens, out.assignment, out.sizes, labels)
     if probe is not None:
         row["char_none"] = char_accuracy(probe, grid, labels)
     return row

@@ -80,24 +80,41 @@ def reconstruction_tables(rows: list[Mapping[str, Any]]) -> str:
                 + " | ".join(_value(v) for v in values)
                 + f" | {ratio:.2f} |\n"
             )
-    probed = [row for row in rows if "char_none" in row]
-    if probed:
-        text += (
-            "\nInk patches whose character a linear probe (fitted on uncompressed stage-0 "
-            "features of training pages) still names after the tokens are unmerged onto the "
-            "grid: what each compressor keeps of the text (none = no compression), %:\n\n"
-            f"| K | input | sink | none | {A10_COLUMNS} |\n" + "|---" * 8 + "|\n"
-        )
+    for prefix, intro, scale, digits in DENSE_MEASURES:
+        probed = [row for row in rows if f"{prefix}tome" in row]
+        if not probed:
+            continue
+        text += f"\n{intro}:\n\n| K | input | sink | none | {A10_COLUMNS} |\n" + "|---" * 8 + "|\n"
         for row in probed:
             for sink in sinks:
                 names = ["none", *(method_key(m, sink) for m in MATCHING), "avgpool"]
-                values = [row.get(f"char_{name}") for name in names]
+                values = [row.get(f"{prefix}{name}") for name in names]
                 text += (
                     f"| {row['num_tokens']} | {row['resolution']} px | {sink} | "
-                    + " | ".join(_value(v, scale=100.0, digits=1) for v in values)
+                    + " | ".join(_value(v, scale=scale, digits=digits) for v in values)
                     + " |\n"
                 )
     return text
+
+
+# On dense pages, per row key prefix: (the table's intro, scale, digits)
+DENSE_MEASURES = (
+    (
+        "char_",
+        "Ink patches whose character a linear probe (fitted on uncompressed stage-0 features of "
+        "training pages) still names after the tokens are unmerged onto the grid: what each "
+        "compressor keeps of the text (none = no compression), %",
+        100.0,
+        1,
+    ),
+    (
+        "sep_",
+        "How far a token holding ink sits from the blank-paper token after the projector's "
+        "LayerNorm (mean 1 - cosine): merging keeps ink tokens apart, pooling dilutes them",
+        1.0,
+        3,
+    ),
+)
 
 
 A10_COLUMNS = "ToMe (features) | ToMe (keys) | ToMe (values) | avg-pool"
@@ -232,7 +249,8 @@ def _seeds_a10_lines(summary: Mapping[str, Any]) -> list[str]:
         "The stage-0 features over seeds (mean ± sd; paper Table A10, keys and values of "
         f"{block_label(summary.get('reconstruction_block', -1))}): reconstruction error "
         "(normalised MSE) and, on dense pages, the ink patches a linear probe still reads "
-        "after unmerging (%); none and avg-pool have no sink:\n",
+        "after unmerging (%) and how far a token holding ink sits from the blank-paper token "
+        "after the projector's LayerNorm (1 - cosine); none and avg-pool have no sink:\n",
         f"| K @ input | measure | sink | none | {A10_COLUMNS} |",
         "|---" * 8 + "|",
     ]
@@ -240,6 +258,7 @@ def _seeds_a10_lines(summary: Mapping[str, Any]) -> list[str]:
         for label, prefix, scale in (
             ("reconstruction error", "", 1.0),
             ("characters read", "char_", 100.0),
+            ("ink-token distance from blank", "sep_", 1.0),
         ):
             for sink in SINKS:
                 names = ["none", *(method_key(m, sink) for m in MATCHING), "avgpool"]

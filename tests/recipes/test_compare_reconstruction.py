@@ -15,10 +15,12 @@ from PIL import Image
 from encoder import attention_projection, load_radio
 from recipes.compare.cells import Context
 from recipes.compare.grid import CompareGrid
+from recipes.compare.probe import ink_separation
 from recipes.compare.reconstruction import METHODS, compress_all, matching_metrics, measure
 from recipes.compare.report import reconstruction_tables, seeds_table
 from recipes.compare.stats import reconstruction_over_seeds
 from token_merge import compress, reconstruction_error
+from vlm.data.synthdoc_dense import BACKGROUND
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "radio" / "b-like"
 
@@ -144,7 +146,11 @@ def test_table_of_rows_written_before_the_a10_variants():
 
 def test_seeds_table_has_a_line_per_measure_and_sink():
     rows = {
-        seed: {"reconstruction": [_row(16, 0.5 + seed / 10, char_none=0.8, char_tome=0.5)]}
+        seed: {
+            "reconstruction": [
+                _row(16, 0.5 + seed / 10, char_none=0.8, char_tome=0.5, sep_tome=0.2 + seed / 10)
+            ]
+        }
         for seed in (0, 1)
     }
     over = reconstruction_over_seeds(rows)
@@ -164,6 +170,7 @@ def test_seeds_table_has_a_line_per_measure_and_sink():
         text
     )
     assert "| characters read | random |" not in text
+    assert "| 16 @ 128 px | ink-token distance from blank | top-left | - | 0.250 ± 0.071 |" in text
 
 
 def test_context_on_dense_pages_reads_characters_for_every_variant(tmp_path):
@@ -186,5 +193,22 @@ def test_context_on_dense_pages_reads_characters_for_every_variant(tmp_path):
     assert row["grid"] == [8, 8] and row["block"] == -1
     assert set(row) == {"num_tokens", "resolution", "grid", "block", *METHODS} | {
         f"char_{m}" for m in ("none", *METHODS)
-    }
+    } | {f"sep_{m}" for m in METHODS}
     assert all(0 <= row[f"char_{m}"] <= 1 for m in ("none", *METHODS))
+    assert all(0 <= row[f"sep_{m}"] <= 2 for m in METHODS)
+    assert "LayerNorm (mean 1 - cosine)" in reconstruction_tables([row])
+
+
+def test_ink_separation_exact_on_hand_made_tokens():
+    """After the LayerNorm, [1, -1, 1, -1] (blank) and [1, 1, -1, -1] (ink) are orthogonal:
+    distance 1; an ink token pointing away from blank: 2; one along it: 0."""
+    labels = torch.tensor([[[BACKGROUND, BACKGROUND], [BACKGROUND, 7]]])  # patch 3 is ink
+    assignment = torch.tensor([[0, 0, 1, 1]])  # token 1 holds the ink patch
+    sizes = torch.tensor([[2.0, 2.0]])
+    blank = [1.0, -1.0, 1.0, -1.0]
+    for ink, expected in (([1.0, 1.0, -1.0, -1.0], 1.0), ([-3.0, 3.0, -3.0, 3.0], 2.0),
+                          ([5.0, -5.0, 5.0, -5.0], 0.0)):  # fmt: skip
+        tokens = torch.tensor([[blank, ink]])
+        assert ink_separation(tokens, assignment, sizes, labels) == pytest.approx(expected)
+    all_ink = torch.full_like(labels, 7)
+    assert math.isnan(ink_separation(torch.tensor([[blank, blank]]), assignment, sizes, all_ink))
