@@ -398,8 +398,7 @@ def write_analysis(summary: Mapping[str, Any], out: Path) -> list[Path]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "analysis.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    text = f"# compare: {summary['name']}, the stage-0 features over seeds\n\n" + seeds_table(
-        summary
-    )
+    lines = [f"# compare: {summary['name']}, the stage-0 features over seeds {summary['seeds']}"]
+    text = "\n".join(lines + _seeds_a10_lines(summary)) + "\n"  # no cell was trained
     (out / "analysis.md").write_text(text, encoding="utf-8")
     return [out / "analysis.json", out / "analysis.md"]

@@ -4,6 +4,7 @@ matching metric and avg-pool, exact on a hand-made grid, each variant equal to i
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from types import SimpleNamespace
@@ -212,3 +213,24 @@ def test_ink_separation_exact_on_hand_made_tokens():
         assert ink_separation(tokens, assignment, sizes, labels) == pytest.approx(expected)
     all_ink = torch.full_like(labels, 7)
     assert math.isnan(ink_separation(torch.tensor([[blank, blank]]), assignment, sizes, all_ink))
+
+
+def test_analysis_only_run_writes_the_features_tables_over_seeds(tmp_path):
+    """`compare --analysis-only K,K --seeds A,B`: data and stage 0 per seed, no cell trained,
+    then analysis.json / analysis.md with every measure at each budget over the seeds."""
+    from recipes.cli import main
+
+    out = tmp_path / "analysis"
+    code = main(
+        ["compare", "recipes/compare/dense_word.yaml", "--ci", "--seeds", "0,1",
+         "--analysis-only", "4,16", "--threads", "1", "--out", str(out)]
+    )  # fmt: skip
+    assert code == 0
+    assert not list(out.glob("seed*/cells/*/cell.json"))  # nothing trained
+    over = json.loads((out / "analysis.json").read_text())["reconstruction"]
+    assert set(over) == {"4 @ 128 px", "16 @ 128 px"}
+    assert over["16 @ 128 px"]["sep_avgpool"]["n"] == 2
+    text = (out / "analysis.md").read_text()
+    assert text.startswith("# compare: dense_word, the stage-0 features over seeds [0, 1]")
+    assert "| 4 @ 128 px | ink-token distance from blank | top-left | - |" in text
+    assert "| setting |" not in text  # no empty table of cells
