@@ -114,7 +114,7 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str] | None) -> No
     for item in overrides or []:
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
-            raise RecipeError(f"--override {item!r} is not key=value (e.g. train.max_steps=10)")
+            raise RecipeError(f"--override {item!r} is not key=value (e.g. section.key=10)")
         set_dotted(data, key.strip(), yaml.safe_load(text))
 
 

@@ -10,11 +10,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
 import yaml
 
 from encoder.tiling import Tiling
 from recipes.quickstart.model import TinySettings
 from recipes.quickstart.training import Schedule
+from token_merge import compress
 from vlm.evaluation.local_tasks import KINDS
 from vlm.schema import STRICT, PositiveInt, apply_overrides, from_dict
 
@@ -148,6 +150,10 @@ class CompareGrid:
     def _check_tasks(self) -> None:
         """Cells are scored on the pages the run writes: one of its question styles each."""
         styles = self.settings_obj.styles
+        if bad := [s for s in styles if s not in KINDS]:
+            raise ValueError(f"compare: settings.styles {bad} are not question styles; use {KINDS}")
+        if isinstance(self.eval.get("tasks"), str):
+            raise ValueError(f"compare: eval.tasks must be a list, e.g. [{self.eval['tasks']}]")
         if unknown := [t for t in self.eval_tasks if t not in KINDS or t not in styles]:
             raise ValueError(
                 f"compare: eval.tasks {unknown} have no pages in this run; it writes "
@@ -155,23 +161,20 @@ class CompareGrid:
             )
 
     def _check_budgets(self) -> None:
-        """A budget above the patches of a cell's input fails at its first step, after stage
-        0 and the data: refuse it now (tiny cells; a trained model's encoder has its own)."""
+        """A budget a cell's compressor cannot give from its input's patch grid (K above the
+        patches, an avg-pool K that tiles no h x w split, an unshuffle K that no scale gives)
+        fails after the data and stage 0: refuse it now (tiny cells; a trained model's encoder
+        has its own grid). The merge picture compresses the data's grid at the smallest K."""
         if self.train != "tiny":
             return
-        size, patch = self.settings_obj.image_size, self.settings_obj.patch_size
-        for cell in self.expand():
-            patches = ((cell.resolution or size) // patch) ** 2
-            if (
-                cell.compressor in ("tome", "avgpool")
-                and not cell.tiling
-                and cell.num_tokens > patches
-            ):
-                raise ValueError(
-                    f"compare: cell {cell.key} asks for {cell.num_tokens} visual tokens from "
-                    f"{patches} patches ({cell.resolution or size} px, patch {patch}); use "
-                    f"num_tokens <= {patches} or a larger resolution"
-                )
+        size = self.settings_obj.image_size
+        cells = [c for c in self.expand() if not c.tiling and c.compressor != "none"]
+        for cell in cells:
+            check_budget_fits(self.settings_obj, cell.compressor, cell.num_tokens,
+                              cell.resolution or size, f"cell {cell.key}")  # fmt: skip
+        if self.reconstruction and cells:
+            smallest = min(cells, key=lambda c: c.num_tokens)
+            check_budget_fits(self.settings_obj, "tome", smallest.num_tokens, size, "merge picture")
 
     def expand(self) -> list[Cell]:
         """The grid's product, then the explicit cells; duplicates dropped, order kept."""
@@ -191,6 +194,21 @@ class CompareGrid:
         for cell in cells:
             unique.setdefault(cell.key, cell)
         return list(unique.values())
+
+
+def check_budget_fits(settings: TinySettings, method: str, k: int, size: int, what: str) -> None:
+    """Compress an empty patch grid of a ``size`` px input as a tiny cell would (unshuffle at
+    the scale the data's grid gives K); a ValueError naming ``what`` and the fix if it can't."""
+    side = size // settings.patch_size
+    try:
+        options = settings.compressor(method, k)
+        scale = options.get("compressor_options", {}).get("scale")
+        compress(torch.zeros(1, side, side, 1), method, options["num_tokens"], scale=scale)
+    except ValueError as error:
+        raise ValueError(
+            f"compare: {what}: {method} at K = {k} does not fit the {side}x{side} patch grid "
+            f"of a {size} px input ({error}); choose another num_tokens or resolution"
+        ) from None
 
 
 def load_grid(

@@ -57,12 +57,12 @@ def ink_separation(tokens: Tensor, assignment: Tensor, sizes: Tensor, labels: Te
     tokens [N, K, C], assignment [N, h*w] (patch -> token), sizes [N, K] (patches per token),
     labels [N, h, w] (``BACKGROUND`` or a character). NaN without ink or blank tokens.
     """
-    ink = (labels != BACKGROUND).flatten(1).float()  # [N, h*w]
-    share = torch.zeros_like(sizes, dtype=torch.float32).scatter_add_(1, assignment, ink)
-    inky = share > 0  # [N, K]
+    ink = (labels != BACKGROUND).flatten(1).float().to(sizes.device)  # [N, h*w]
+    share = torch.zeros_like(sizes, dtype=torch.float32).scatter_add_(1, assignment.long(), ink)
+    inky, blanks = share > 0, (share == 0) & (sizes > 0)  # [N, K]
     normed = nn.functional.layer_norm(tokens.float(), tokens.shape[-1:])
-    if not inky.any() or inky.all():
+    if not inky.any() or not blanks.any():
         return float("nan")
-    blank = normed[~inky].mean(0)
+    blank = normed[blanks].mean(0)
     cos = nn.functional.cosine_similarity(normed[inky], blank[None], dim=-1)
     return float((1 - cos).mean())

@@ -50,6 +50,12 @@ def cell_keys(runs: Sequence[Run]) -> list[str]:
     return list(keys)
 
 
+def cell_label(entry: Mapping[str, Any]) -> str:
+    """ "tiny / tome K=16" (" blind" for the image-blind cell): one name per cell key."""
+    blind = " blind" if entry["cell"].get("blind") else ""
+    return f"{setting_label(entry['cell'])}{blind} K={entry['visual_tokens']}"
+
+
 def sweep_table(runs: Sequence[Run], title: str) -> str:
     """Mean ± sd (seeds) per cell and setting, then method − ToMe (± SE, paired) per setting."""
     labels = [label for label, _ in runs]
@@ -57,7 +63,7 @@ def sweep_table(runs: Sequence[Run], title: str) -> str:
     rows, diffs = [], []
     for key in cell_keys(runs):
         entries = [summary["cells"].get(key) for _, summary in runs]
-        name = setting_label(next(e for e in entries if e)["cell"])
+        name = cell_label(next(e for e in entries if e))
         rows.append(f"| {name} | " + " | ".join(_score(e, title) for e in entries) + " |")
         if any(e and "vs_tome" in e for e in entries):
             diffs.append(f"| {name} | " + " | ".join(_diff(e, title) for e in entries) + " |")
@@ -84,10 +90,16 @@ def _diff(entry: Mapping[str, Any] | None, title: str) -> str:
     return f"{format_pm(diff['mean'], diff['se'], sign=True)} (n = {diff['n']})"
 
 
-def sweep_figure(runs: Sequence[Run], title: str, xlabel: str = "setting") -> Figure:
-    """Score against the setting per cell: each seed a thin line, the mean over seeds bold."""
-    fig = Figure(figsize=(6.0, 4.2), dpi=100)
-    ax = fig.subplots()
+def sweep_figure(runs: Sequence[Run], titles: Sequence[str], xlabel: str = "setting") -> Figure:
+    """Score against the setting per cell and task: each seed a thin line, the mean bold."""
+    fig = Figure(figsize=(5.5 * len(titles), 4.2), dpi=100)
+    for ax, title in zip(fig.subplots(1, len(titles), squeeze=False)[0], titles, strict=True):
+        _sweep_axes(ax, runs, title, xlabel)
+    fig.tight_layout()
+    return fig
+
+
+def _sweep_axes(ax: Any, runs: Sequence[Run], title: str, xlabel: str) -> None:
     xs = range(len(runs))
     for index, key in enumerate(cell_keys(runs)):
         color = f"C{index % 10}"
@@ -99,7 +111,7 @@ def sweep_figure(runs: Sequence[Run], title: str, xlabel: str = "setting") -> Fi
         for points in per_seed.values():
             ax.plot(list(points), list(points.values()), ".-", color=color, alpha=0.35, lw=1)
         means = [(x, e[title]["mean"]) for x, e in zip(xs, entries, strict=True) if e]
-        name = setting_label(next(e for e in entries if e)["cell"])
+        name = cell_label(next(e for e in entries if e))
         ax.plot(*zip(*means, strict=True), "o-", color=color, lw=2.5, label=name)
     ax.set_xticks(list(xs), [label for label, _ in runs])
     ax.set_xlabel(xlabel)
@@ -107,8 +119,6 @@ def sweep_figure(runs: Sequence[Run], title: str, xlabel: str = "setting") -> Fi
     ax.set_ylim(0, 100)
     ax.set_title(f"{title}: mean (bold) and each seed (thin)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
 
 
 def _seed_values(entry: Mapping[str, Any] | None, title: str) -> dict[int, float]:
@@ -129,10 +139,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as error:
         parser.error(str(error))
     entries = [e for _, summary in runs for e in summary["cells"].values()]
-    title = measured_titles(entries)[0]
+    titles = measured_titles(entries)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "sweep.md").write_text(sweep_table(runs, title), encoding="utf-8")
-    sweep_figure(runs, title, args.xlabel).savefig(args.out / "sweep.png")
+    text = "\n".join(sweep_table(runs, title) for title in titles)
+    (args.out / "sweep.md").write_text(text, encoding="utf-8")
+    sweep_figure(runs, titles, args.xlabel).savefig(args.out / "sweep.png")
     print(f"wrote {args.out / 'sweep.md'}, {args.out / 'sweep.png'}")
     return 0
 

@@ -60,15 +60,18 @@ def test_a_bad_override_is_one_line_before_anything_runs(tmp_path, capsys):
     ("override", "message"),
     [
         ("grid.num_tokens=[0]", r"num_tokens must be .*>= 1"),
-        ("grid.num_tokens=[300]", r"tiny-tome-k300 asks for 300 visual tokens from 256 patches"),
+        ("grid.num_tokens=[300]", r"tiny-tome-k300: tome at K = 300 does not fit the 16x16"),
+        ("grid.num_tokens=[17]", r"tiny-avgpool-k17: avgpool at K = 17 does not fit"),
+        ("settings.styles=[txtvqa]", r"settings\.styles \['txtvqa'\] are not question styles"),
+        ("eval.tasks=textvqa", r"eval\.tasks must be a list, e\.g\. \[textvqa\]"),
         ("data.num_eval=0", r"data\.num_eval must be .*>= 1"),
         ("eval.tasks=[docvqa]", r"eval\.tasks \['docvqa'\] have no pages in this run"),
         ("eval.tasks=[nope]", r"eval\.tasks \['nope'\] have no pages"),
     ],
 )
 def test_a_grid_that_would_fail_after_stage_0_is_refused_when_loaded(override, message):
-    """Each of these used to load, then fail minutes later (at the first training step or
-    at evaluation, after data and stage 0)."""
+    """Each of these used to load, then fail minutes later (in training, the stage-0
+    analysis or evaluation: after data and stage 0), or named the wrong fix."""
     with pytest.raises(ValueError, match=message):
         load_grid("recipes/compare/dense_word.yaml", [override])
 

@@ -43,17 +43,17 @@ def test_table_has_each_setting_and_the_paired_differences(tmp_path):
     runs = load_runs([f"x1={_write(tmp_path, 'a', low)}", f"x2={_write(tmp_path, 'b', high)}"])
     text = sweep_table(runs, "TextVQA acc")
     assert "| cell | x1 | x2 |" in text
-    assert "| tiny / tome | 85.0 ± 7.1 (0, 1) | 85.0 ± 2.0 (0, 1, 2) |" in text
-    assert "| tiny / avgpool | 78.0 ± 11.3 (0, 1) | 50.0 ± 14.1 (0, 1) |" in text
+    assert "| tiny / tome K=16 | 85.0 ± 7.1 (0, 1) | 85.0 ± 2.0 (0, 1, 2) |" in text
+    assert "| tiny / avgpool K=16 | 78.0 ± 11.3 (0, 1) | 50.0 ± 14.1 (0, 1) |" in text
     # x1: diffs -10, -4 -> -7 ± 3; x2: -45, -23 -> -34 ± 11
-    assert "| tiny / avgpool | -7.0 ± 3.0 (n = 2) | -34.0 ± 11.0 (n = 2) |" in text
+    assert "| tiny / avgpool K=16 | -7.0 ± 3.0 (n = 2) | -34.0 ± 11.0 (n = 2) |" in text
 
 
 def test_figure_draws_a_line_per_seed_and_a_bold_mean_per_cell(tmp_path):
     low = _summary({0: 80.0, 1: 90.0}, {0: 70.0, 1: 86.0})
     high = _summary({0: 85.0, 1: 83.0, 2: 87.0}, {0: 40.0, 1: 60.0})
     runs = load_runs([f"x1={_write(tmp_path, 'a', low)}", f"x2={_write(tmp_path, 'b', high)}"])
-    ax = sweep_figure(runs, "TextVQA acc").axes[0]
+    ax = sweep_figure(runs, ["TextVQA acc"]).axes[0]
     lines = {(tuple(line.get_xdata()), tuple(line.get_ydata())) for line in ax.lines}
     assert ((0, 1), (70.0, 40.0)) in lines  # avg-pool, seed 0 across the two settings
     assert ((1,), (87.0,)) in lines  # ToMe's seed 2 ran at x2 only
