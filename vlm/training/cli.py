@@ -11,6 +11,8 @@ The same as ``accelerate launch --config_file CFG recipes/train.py RECIPE [...]`
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import subprocess
 import sys
 
@@ -56,7 +58,21 @@ def run(args: argparse.Namespace) -> int:
         train(load_recipe(args.recipe, overrides))
     finally:
         _close_process_group()
+    _leave_launched_process()
     return 0
+
+
+def _leave_launched_process() -> None:
+    """In a launched rank (WORLD_SIZE > 1), end the process once the stage is saved: left to
+    the interpreter's teardown, DeepSpeed's CPU communication threads can still abort a rank
+    ("terminate called without an active exception", SIGABRT) after the work is done, which
+    fails the whole launch. Flush, then exit without running C++ static destructors."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _close_process_group() -> None:
