@@ -11,6 +11,7 @@ step with 2 threads vs 0.32 s with 1 on 2 quiet cores.
 from __future__ import annotations
 
 import os
+import platform
 
 import torch
 
@@ -31,3 +32,27 @@ def set_threads(threads: int | None, echo=print) -> int:
     torch.set_num_threads(threads)
     echo(f"[radio-vlm] torch threads: {threads} (set with --threads)")
     return threads
+
+
+def machine_facts() -> dict[str, str | int]:
+    """What a result was computed on, saved beside it: the same seed can round differently on
+    another CPU or torch build (a dense_word cell moved by 33 points between two machines), so
+    numbers from different machines are compared knowing it."""
+    return {
+        "cpu": _cpu_model(),
+        "cores": default_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),  # the kernels torch picked
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:  # not Linux
+        pass
+    return platform.processor() or platform.machine()

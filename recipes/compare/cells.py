@@ -17,6 +17,7 @@ from recipes.compare.probe import fit_char_probe
 from recipes.quickstart.model import TinyParts, tiny_parts, to_pixels
 from recipes.quickstart.stage0 import run_stage0
 from recipes.quickstart.training import DataSplits, train_cell, write_data
+from recipes.threads import machine_facts
 
 CELL_FILE = "cell.json"  # a cell's record, written when the cell is finished
 
@@ -163,7 +164,8 @@ def run_and_save(context: Context, cell: Any) -> dict[str, Any]:
     start = time.perf_counter()
     record = run_cell(context, cell)
     record["seconds"] = time.perf_counter() - start
-    record["threads"] = torch.get_num_threads()  # what this cell ran with
+    record["threads"] = torch.get_num_threads()  # what this cell ran with, and where
+    record["machine"] = machine_facts()
     folder = context.out / "cells" / cell.key
     folder.mkdir(parents=True, exist_ok=True)
     (folder / CELL_FILE).write_text(json.dumps(record, indent=2, default=str) + "\n")

@@ -55,7 +55,7 @@ from recipes.compare import cells as cells_mod
 from recipes.compare.cells import CELL_FILE
 from recipes.compare.grid import CompareGrid, load_grid
 from recipes.compare.lock import RunFolderBusy, folder_lock
-from recipes.threads import default_threads, set_threads
+from recipes.threads import default_threads, machine_facts, set_threads
 from vlm.schema import add_override_argument
 
 SUMMARY = (
@@ -130,6 +130,7 @@ def _run_cells(
         "name": grid.name,
         "threads": torch.get_num_threads() if jobs == 1 else threads,
         "jobs": jobs,
+        "machine": machine_facts(),
         "grid": {k: v for k, v in dataclasses.asdict(grid).items()},
         "cells": records,
         **extra,
@@ -174,6 +175,7 @@ def run_seeds(
         "name": grid.name,
         "threads": torch.get_num_threads() if jobs == 1 else threads,
         "jobs": jobs,
+        "machine": machine_facts(),
         "reconstruction_block": grid.reconstruction_block,
         **stats.aggregate(per_seed),
     }

@@ -31,7 +31,7 @@ import torch
 from recipes.quickstart.model import TinySettings, tiny_parts
 from recipes.quickstart.stage0 import run_stage0
 from recipes.quickstart.training import Schedule, train_cell, write_data
-from recipes.threads import set_threads
+from recipes.threads import machine_facts, set_threads
 
 SUMMARY = (
     "train a tiny VLM to read synthetic documents on CPU, evaluate it with lmms-eval and "
@@ -200,6 +200,7 @@ def run_quickstart(options: QuickstartOptions, echo: Callable[[str], None] = pri
             for method, cell in runs.items()
         },
         "step_seconds": steps.times,
+        "machine": machine_facts(),
     }
     steps.run(
         "report",

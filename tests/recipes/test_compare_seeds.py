@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 from matplotlib.collections import PathCollection
 
 from recipes.cli import main
@@ -17,6 +18,7 @@ from recipes.compare.letters import LetterStats, letter_stats, one_letter_apart,
 from recipes.compare.reconstruction import METHODS
 from recipes.compare.report import seeds_figure, seeds_table
 from recipes.compare.stats import aggregate, mean_sd, paired_difference, partner_key
+from recipes.threads import default_threads
 
 
 def test_mean_and_sample_sd():
@@ -289,6 +291,8 @@ def test_two_seed_dense_grid_end_to_end(tmp_path, capsys):
     for seed in (0, 1):
         results = json.loads((out / f"seed{seed}" / "results.json").read_text())
         assert results["threads"] == 1 and results["grid"]["seed"] == seed
+        assert results["machine"]["torch"] == torch.__version__  # where the numbers came from
+        assert all(c["machine"] == results["machine"] for c in results["cells"])
         assert len(results["cells"]) == 4
         row = results["reconstruction"][0]
         assert row["grid"] == [16, 16]  # 128 px pages, patch 8
@@ -296,6 +300,7 @@ def test_two_seed_dense_grid_end_to_end(tmp_path, capsys):
         assert (out / f"seed{seed}" / "merge.png").stat().st_size > 10_000
     summary = json.loads((out / "seeds.json").read_text())
     assert summary["seeds"] == [0, 1] and summary["threads"] == 1
+    assert summary["machine"]["cores"] == default_threads()
     assert summary["reconstruction_block"] == -1
     assert set(summary["cells"]["tiny-avgpool-k16"]["vs_tome"]) == {
         "TextVQA acc",

@@ -9,6 +9,7 @@ import json
 import math
 
 import pytest
+import torch
 from PIL import Image
 
 from recipes.cli import build_parser
@@ -87,6 +88,7 @@ def test_results_json_and_report(run):
         for value in cell["scores"].values():
             assert math.isnan(value) or 0.0 <= value <= 100.0
     assert results["stage0"]["steps"] == 4
+    assert results["machine"]["torch"] == torch.__version__
     report = (out / "report.md").read_text()
     assert "CI-sized run" in report and "| image-blind" in report and "stage 0" in report
     for png in ("accuracy.png", "tome_merge.png", "encoder_pca.png"):
