@@ -12,11 +12,49 @@ much of the local text survives K tokens: what merging keeps that pooling smears
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor, nn
 
 from recipes.quickstart.stage0 import BACKGROUND_WEIGHT
 from vlm.data.synthdoc_dense import BACKGROUND, CHAR_CLASSES
+
+
+@dataclass(frozen=True)
+class DenseMeasure:
+    """One measure of the features on dense pages, as results rows and tables name it: row
+    keys ``<prefix><method>`` (e.g. ``char_avgpool``), shown times ``scale`` in ``unit``."""
+
+    prefix: str
+    name: str
+    unit: str
+    intro: str
+    scale: float
+    digits: int
+
+
+DENSE_MEASURES = (
+    DenseMeasure(
+        "char_",
+        "characters read",
+        "% of ink patches",
+        "Ink patches whose character a linear probe (fitted on uncompressed stage-0 features of "
+        "training pages) still names after the tokens are unmerged onto the grid: what each "
+        "compressor keeps of the text (none = no compression), %",
+        100.0,
+        1,
+    ),
+    DenseMeasure(
+        "sep_",
+        "ink-token distance from blank",
+        "1 - cosine after the projector's LayerNorm",
+        "How far a token holding ink sits from the blank-paper token after the projector's "
+        "LayerNorm (mean 1 - cosine): merging keeps ink tokens apart, pooling dilutes them",
+        1.0,
+        3,
+    ),
+)
 
 
 def fit_char_probe(grids: Tensor, labels: Tensor, *, steps: int = 300, seed: int = 0) -> nn.Module:

@@ -10,6 +10,7 @@ from typing import Any
 
 from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global state
 
+from recipes.compare.probe import DENSE_MEASURES
 from recipes.compare.reconstruction import MATCHING, SINKS, block_label, method_key
 from recipes.quickstart.report import HEADLINE, scores
 
@@ -80,41 +81,25 @@ def reconstruction_tables(rows: list[Mapping[str, Any]]) -> str:
                 + " | ".join(_value(v) for v in values)
                 + f" | {ratio:.2f} |\n"
             )
-    for prefix, intro, scale, digits in DENSE_MEASURES:
-        probed = [row for row in rows if f"{prefix}tome" in row]
+    for measure in DENSE_MEASURES:
+        probed = [row for row in rows if f"{measure.prefix}tome" in row]
         if not probed:
             continue
-        text += f"\n{intro}:\n\n| K | input | sink | none | {A10_COLUMNS} |\n" + "|---" * 8 + "|\n"
+        text += (
+            f"\n{measure.intro}:\n\n| K | input | sink | none | {A10_COLUMNS} |\n"
+            + "|---" * 8
+            + "|\n"
+        )
         for row in probed:
             for sink in sinks:
                 names = ["none", *(method_key(m, sink) for m in MATCHING), "avgpool"]
-                values = [row.get(f"{prefix}{name}") for name in names]
+                values = [row.get(f"{measure.prefix}{name}") for name in names]
                 text += (
                     f"| {row['num_tokens']} | {row['resolution']} px | {sink} | "
-                    + " | ".join(_value(v, scale=scale, digits=digits) for v in values)
+                    + " | ".join(_value(v, measure.scale, measure.digits) for v in values)
                     + " |\n"
                 )
     return text
-
-
-# On dense pages, per row key prefix: (the table's intro, scale, digits)
-DENSE_MEASURES = (
-    (
-        "char_",
-        "Ink patches whose character a linear probe (fitted on uncompressed stage-0 features of "
-        "training pages) still names after the tokens are unmerged onto the grid: what each "
-        "compressor keeps of the text (none = no compression), %",
-        100.0,
-        1,
-    ),
-    (
-        "sep_",
-        "How far a token holding ink sits from the blank-paper token after the projector's "
-        "LayerNorm (mean 1 - cosine): merging keeps ink tokens apart, pooling dilutes them",
-        1.0,
-        3,
-    ),
-)
 
 
 A10_COLUMNS = "ToMe (features) | ToMe (keys) | ToMe (values) | avg-pool"
@@ -244,28 +229,26 @@ def _seeds_a10_lines(summary: Mapping[str, Any]) -> list[str]:
     rows = summary.get("reconstruction") or {}
     if not rows:
         return []
+    measured = [m for m in DENSE_MEASURES if any(f"{m.prefix}tome" in r for r in rows.values())]
+    dense = "".join(f"; {m.name} ({m.unit})" for m in measured)
     lines = [
         "",
         "The stage-0 features over seeds (mean ± sd; paper Table A10, keys and values of "
         f"{block_label(summary.get('reconstruction_block', -1))}): reconstruction error "
-        "(normalised MSE) and, on dense pages, the ink patches a linear probe still reads "
-        "after unmerging (%) and how far a token holding ink sits from the blank-paper token "
-        "after the projector's LayerNorm (1 - cosine); none and avg-pool have no sink:\n",
+        f"(normalised MSE){dense}; none and avg-pool have no sink:\n",
         f"| K @ input | measure | sink | none | {A10_COLUMNS} |",
         "|---" * 8 + "|",
     ]
     for where, measures in rows.items():
-        for label, prefix, scale in (
-            ("reconstruction error", "", 1.0),
-            ("characters read", "char_", 100.0),
-            ("ink-token distance from blank", "sep_", 1.0),
+        for label, prefix, scale, digits in (
+            ("reconstruction error", "", 1.0, 3),
+            *((m.name, m.prefix, m.scale, m.digits) for m in measured),
         ):
             for sink in SINKS:
                 names = ["none", *(method_key(m, sink) for m in MATCHING), "avgpool"]
                 cells = [measures.get(f"{prefix}{name}") for name in names]
                 if all(c is None for c in cells[1:-1]):  # no ToMe measured with this sink
                     continue
-                digits = 3 if scale == 1.0 else 1
                 shown = [
                     "-"
                     if c is None

@@ -172,6 +172,17 @@ def test_seeds_table_has_a_line_per_measure_and_sink():
     )
     assert "| characters read | random |" not in text
     assert "| 16 @ 128 px | ink-token distance from blank | top-left | - | 0.250 ± 0.071 |" in text
+    assert "ink-token distance from blank (1 - cosine after the projector's LayerNorm)" in text
+
+
+def test_seeds_table_of_runs_before_the_ink_distance_does_not_announce_it():
+    rows = {
+        seed: {"reconstruction": [_row(16, 0.5, char_none=0.8, char_tome=0.5)]} for seed in (0, 1)
+    }
+    summary = {"seeds": [0, 1], "cells": {}, "reconstruction": reconstruction_over_seeds(rows)}
+    text = seeds_table(summary)
+    assert "characters read (% of ink patches)" in text
+    assert "ink-token distance" not in text and "LayerNorm" not in text
 
 
 def test_context_on_dense_pages_reads_characters_for_every_variant(tmp_path):
@@ -196,7 +207,7 @@ def test_context_on_dense_pages_reads_characters_for_every_variant(tmp_path):
         f"char_{m}" for m in ("none", *METHODS)
     } | {f"sep_{m}" for m in METHODS}
     assert all(0 <= row[f"char_{m}"] <= 1 for m in ("none", *METHODS))
-    assert all(0 <= row[f"sep_{m}"] <= 2 for m in METHODS)
+    assert all(0 <= row[f"sep_{m}"] <= 2 for m in METHODS)  # 1 - cos; NaN (no ink) fails
     assert "LayerNorm (mean 1 - cosine)" in reconstruction_tables([row])
 
 
