@@ -6,7 +6,7 @@
 Thin on purpose: parsing, building and training live in vlm.training.cli / vlm.training.
 """
 
-from vlm.training.cli import main
+from vlm.training.cli import exit_process, main
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    exit_process(main())

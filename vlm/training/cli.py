@@ -15,6 +15,7 @@ import logging
 import os
 import subprocess
 import sys
+from typing import NoReturn
 
 from vlm.cli_errors import add_debug_flag, run_reporting_errors
 from vlm.schema import add_override_argument
@@ -58,21 +59,21 @@ def run(args: argparse.Namespace) -> int:
         train(load_recipe(args.recipe, overrides))
     finally:
         _close_process_group()
-    _leave_launched_process()
     return 0
 
 
-def _leave_launched_process() -> None:
-    """In a launched rank (WORLD_SIZE > 1), end the process once the stage is saved: left to
-    the interpreter's teardown, DeepSpeed's CPU communication threads can still abort a rank
-    ("terminate called without an active exception", SIGABRT) after the work is done, which
-    fails the whole launch. Flush, then exit without running C++ static destructors."""
+def exit_process(code: int) -> NoReturn:
+    """End a process that ran ``main`` as its entry point with ``code``. In a launched rank
+    (WORLD_SIZE > 1) skip the interpreter's teardown: there DeepSpeed's CPU communication
+    threads can still abort a rank ("terminate called without an active exception", SIGABRT)
+    after the stage is saved, which fails the whole launch. Flushes first; only entry points
+    call this, so a caller of ``main`` (benchmarks/zero3_memory.py) keeps its process."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return
+        raise SystemExit(code)
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(0)
+    os._exit(code)
 
 
 def _close_process_group() -> None:
@@ -110,4 +111,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    exit_process(main())

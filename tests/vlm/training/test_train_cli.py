@@ -48,3 +48,37 @@ def test_train_reports_recipe_errors_before_any_work(tmp_path):
 def test_merge_lora_refuses_a_plain_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"has no adapter_config.json: not a LoRA stage"):
         main(["merge-lora", str(tmp_path), str(tmp_path / "out"), "--debug"])
+
+
+def test_main_returns_to_its_caller_in_a_launched_rank(monkeypatch):
+    """benchmarks/zero3_memory.py calls ``main`` in each rank and writes its report after it:
+    the rank's hard exit belongs to the entry point, never inside ``main``."""
+    import vlm.training
+    from vlm.training import cli
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(vlm.training, "load_recipe", lambda path, overrides: (path, overrides))
+    trained = []
+    monkeypatch.setattr(vlm.training, "train", trained.append)
+    assert cli.main([str(TINY / "stage1_align.yaml"), "--resume"]) == 0
+    assert trained == [(str(TINY / "stage1_align.yaml"), ["train.resume=auto"])]
+
+
+@pytest.mark.parametrize("world_size", ["1", "2"])
+def test_entry_point_exit_keeps_the_code_and_the_output(world_size):
+    """A launched rank leaves through os._exit (no interpreter teardown) with main's code,
+    its buffered output flushed; a single process exits as usual."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "from vlm.training.cli import exit_process\n"
+        "print('stage saved', end='')\n"  # stays in the buffer: stdout is a pipe
+        "import atexit; atexit.register(lambda: print(' + teardown', end=''))\n"
+        "exit_process(3)\n"
+    )
+    env = {**os.environ, "WORLD_SIZE": world_size}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
+    assert done.returncode == 3
+    assert done.stdout == ("stage saved" if world_size == "2" else "stage saved + teardown")
