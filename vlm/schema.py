@@ -1,12 +1,12 @@
 """The one strict reader of configuration: recipes, data configs and compare grids (YAML
 mapped 1:1 onto dataclasses), validated by pydantic.
 
-    >>> recipe = from_dict(Recipe, yaml.safe_load(text), section="")
+    >>> recipe = from_dict(Recipe, read_yaml(text), section="")
 
 A dataclass read this way sets ``__pydantic_config__ = STRICT``: an unknown key anywhere is
 an error naming it, its section and the known keys. Field types are checked and YAML-loose
-scalars converted (PyYAML reads ``1e-3`` as a string: a float field takes it; ``2.5`` is not
-an int); ranges come from the field annotations (``PositiveInt``, ``Probability``, ...) and a
+scalars converted (``2.5`` is not an int; ``read_yaml`` reads ``1e-3`` as the number YAML 1.2
+means, where PyYAML alone reads a string); ranges come from the field annotations (``PositiveInt``, ``Probability``, ...) and a
 dataclass's own ``__post_init__`` checks run after. Every problem is reported at once, before
 anything is built, as one ``RecipeError`` naming each key, its value and what is allowed.
 """
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import re
 import typing
 from collections.abc import Sequence
 from typing import Annotated, Any
@@ -35,6 +36,7 @@ __all__ = [
     "add_override_argument",
     "apply_overrides",
     "from_dict",
+    "read_yaml",
     "set_dotted",
     "to_dict",
 ]
@@ -96,6 +98,24 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
+class _Yaml12Floats(yaml.SafeLoader):
+    """PyYAML's safe loader, plus YAML 1.2's floats without a dot or an exponent sign (``1e-3``,
+    ``2E5``): PyYAML (YAML 1.1) reads them as strings, so a saved setup would hold the string
+    and ``2e-3`` and ``2.0e-3`` would be two setups."""
+
+
+_Yaml12Floats.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def read_yaml(text: str) -> Any:
+    """YAML text -> Python values, as every configuration reader here reads it."""
+    return yaml.load(text, Loader=_Yaml12Floats)  # a SafeLoader: no Python objects
+
+
 def add_override_argument(parser: argparse.ArgumentParser, what: str, examples: str) -> None:
     """``--override/-o KEY=VALUE`` (repeatable) on a command that reads a YAML ``what``;
     ``apply_overrides`` applies the list it collects."""
@@ -115,7 +135,7 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str] | None) -> No
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
             raise RecipeError(f"--override {item!r} is not key=value (e.g. section.key=10)")
-        set_dotted(data, key.strip(), yaml.safe_load(text))
+        set_dotted(data, key.strip(), read_yaml(text))
 
 
 def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:

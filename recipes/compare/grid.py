@@ -11,14 +11,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import yaml
 
 from encoder.tiling import Tiling
 from recipes.quickstart.model import TinySettings
 from recipes.quickstart.training import Schedule
 from token_merge import compress
+from token_merge.compress import METHODS as COMPRESSORS
 from vlm.evaluation.local_tasks import KINDS
-from vlm.schema import STRICT, PositiveInt, apply_overrides, from_dict
+from vlm.schema import STRICT, PositiveInt, apply_overrides, from_dict, read_yaml
 
 
 def _tiling_settings(value: Any) -> dict[str, Any] | None:
@@ -67,6 +67,8 @@ class Cell:
     dst: Literal["top-left", "random"] | None = None
 
     def __post_init__(self) -> None:  # checked and defaults filled, however it was built
+        if self.compressor not in COMPRESSORS:
+            raise ValueError(f"unknown compressor {self.compressor!r}; use one of {COMPRESSORS}")
         object.__setattr__(self, "tiling", _tiling_settings(self.tiling))
         if self.dst is not None and (self.compressor != "tome" or self.blockwise):
             raise ValueError(
@@ -154,6 +156,11 @@ class CompareGrid:
             raise ValueError(f"compare: settings.styles {bad} are not question styles; use {KINDS}")
         if isinstance(self.eval.get("tasks"), str):
             raise ValueError(f"compare: eval.tasks must be a list, e.g. [{self.eval['tasks']}]")
+        if self.eval.get("tasks") == []:
+            raise ValueError(
+                "compare: eval.tasks is empty; name some of settings.styles, or leave it out "
+                f"(null) to evaluate on every style the run writes: {list(styles)}"
+            )
         if unknown := [t for t in self.eval_tasks if t not in KINDS or t not in styles]:
             raise ValueError(
                 f"compare: eval.tasks {unknown} have no pages in this run; it writes "
@@ -220,7 +227,7 @@ def load_grid(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"compare grid {path} does not exist; see recipes/compare/")
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    data = read_yaml(path.read_text(encoding="utf-8")) or {}
     if not isinstance(data, dict):
         raise ValueError(f"compare grid {path} must be a mapping (name, grid, settings, ...)")
     data.setdefault("name", path.stem)

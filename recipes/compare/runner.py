@@ -304,6 +304,30 @@ def _key_list(text: str) -> list[str]:
     return keys
 
 
+# --ci: tiny data and step counts, applied before the user's --override items
+CI_OVERRIDES = (
+    "data.num_train=32",
+    "data.num_eval=12",
+    "schedule.warmup_steps=4",
+    "schedule.steps=[2, 2, 2]",
+    "schedule.batch_size=4",
+)
+
+
+def grid_from_args(args: argparse.Namespace) -> CompareGrid:
+    """The grid the command line asks for: the YAML, then --ci's sizes, then the user's
+    --override items (so an explicit key wins over --ci), then --out / --seed."""
+    keys = {item.partition("=")[0].strip() for item in args.override}
+    for flag, key in (("--out", "out"), ("--seed", "seed"), ("--seeds", "seed")):
+        if getattr(args, flag[2:]) is not None and key in keys:  # one would be dropped silently
+            raise SystemExit(f"compare: {flag} and --override {key}=... both set {key}; pass one")
+    overrides = [*(CI_OVERRIDES if args.ci else ()), *args.override]
+    grid = load_grid(args.grid, overrides, out=args.out, seed=args.seed)
+    if args.seed is not None:
+        grid.name = f"{grid.name}-seed{args.seed}"
+    return grid
+
+
 def _run(args: argparse.Namespace) -> int:
     if args.seed is not None and args.seeds is not None:
         raise SystemExit("compare: pass --seed N or --seeds A,B,C, not both")
@@ -316,17 +340,9 @@ def _run(args: argparse.Namespace) -> int:
     set_threads(max(threads, min(threads * args.jobs, default_threads())))
     if args.jobs > 1:
         print(f"[compare] {args.jobs} jobs of {threads} torch threads each (--jobs, --threads)")
-    grid = load_grid(args.grid, args.override, out=args.out, seed=args.seed)
+    grid = grid_from_args(args)
     for item in args.override:
         print(f"[compare] override: {item}")
-    if args.seed is not None:
-        grid.name = f"{grid.name}-seed{args.seed}"
-    if args.ci:
-        grid = dataclasses.replace(  # (re-derives schedule_obj, its seed the grid's)
-            grid,
-            data={"num_train": 32, "num_eval": 12},
-            schedule={**grid.schedule, "warmup_steps": 4, "steps": [2, 2, 2], "batch_size": 4},
-        )
     try:
         check_cell_keys(grid, args.cells)  # before any data or stage 0 is made
     except ValueError as error:

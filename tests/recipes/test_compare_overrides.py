@@ -5,17 +5,18 @@ from __future__ import annotations
 
 import pytest
 
-from recipes.cli import main
+from recipes.cli import build_parser, main
 from recipes.compare.grid import load_grid
-from recipes.compare.runner import _check_setup
+from recipes.compare.runner import _check_setup, grid_from_args
 from recipes.quickstart.training import stage_recipe
 
 LR2X = ["schedule.lr=[2.0e-3, 1.0e-3, 2.0e-3]", "schedule.encoder_lr=6.0e-4"]
 
 
 def test_overrides_turn_dense_word_into_its_shipped_lr_twin():
-    """dense_word + the two SFT learning-rate overrides is dense_word_sft_lr2x in everything
-    the cells run with (only the name differs), and the SFT stage trains at those rates."""
+    """dense_word + the two SFT learning-rate overrides trains as dense_word_sft_lr2x does
+    (schedule, settings, data and eval alike; dense_word also has unshuffle and blind cells),
+    and the SFT stage trains at those rates."""
     twin = load_grid("recipes/compare/dense_word_sft_lr2x.yaml")
     grid = load_grid("recipes/compare/dense_word.yaml", LR2X)
     assert grid.schedule_obj == twin.schedule_obj
@@ -67,6 +68,8 @@ def test_a_bad_override_is_one_line_before_anything_runs(tmp_path, capsys):
         ("data.num_eval=0", r"data\.num_eval must be .*>= 1"),
         ("eval.tasks=[docvqa]", r"eval\.tasks \['docvqa'\] have no pages in this run"),
         ("eval.tasks=[nope]", r"eval\.tasks \['nope'\] have no pages"),
+        ("eval.tasks=[]", r"eval\.tasks is empty; name some of settings\.styles"),
+        ("grid.compressors=[tomee]", r"^grid: unknown compressor 'tomee'; use one of \('tome'"),
     ],
 )
 def test_a_grid_that_would_fail_after_stage_0_is_refused_when_loaded(override, message):
@@ -82,3 +85,33 @@ def test_eval_tasks_default_to_the_styles_the_run_writes():
     assert load_grid("recipes/compare/paper_toy.yaml").eval_tasks == [
         "textvqa", "docvqa", "ocrbench"
     ]  # fmt: skip
+
+
+def test_exponents_are_numbers_so_spellings_are_one_setup(tmp_path):
+    """PyYAML alone reads 2e-3 as a string, which the saved setup kept: 2e-3 and 2.0e-3 were
+    then two setups, and the run refused its own cells."""
+    dotless = load_grid("recipes/compare/dense_word.yaml", ["schedule.lr=[2e-3, 1e-3, 2e-3]"])
+    assert dotless.schedule["lr"] == [0.002, 0.001, 0.002]
+    _check_setup(dotless, tmp_path)
+    _check_setup(load_grid("recipes/compare/dense_word.yaml", LR2X[:1]), tmp_path)  # the same
+
+
+def _args(*argv: str):
+    return build_parser().parse_args(["compare", "recipes/compare/dense_word.yaml", *argv])
+
+
+def test_an_override_wins_over_ci_sizes():
+    grid = grid_from_args(_args("--ci", "-o", "data.num_train=40", "-o", "schedule.steps=[3,3,3]"))
+    assert grid.data == {"num_train": 40, "num_eval": 12}  # --ci's eval size, the user's train
+    assert grid.schedule_obj.steps == (3, 3, 3) and grid.schedule_obj.warmup_steps == 4
+    assert grid_from_args(_args("--ci")).schedule_obj.steps == (2, 2, 2)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [("--seeds", "0,1", "-o", "seed=3"), ("--seed", "1", "-o", "seed=3"),
+     ("--out", "x", "-o", "out=y")],
+)  # fmt: skip
+def test_a_flag_and_an_override_of_the_same_key_are_refused(argv):
+    with pytest.raises(SystemExit, match=r"both set (seed|out); pass one"):
+        grid_from_args(_args(*argv))

@@ -40,6 +40,7 @@ from vlm.schema import (
     RecipeError,
     apply_overrides,
     from_dict,
+    read_yaml,
     to_dict,
 )
 
@@ -266,7 +267,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"recipe {path} does not exist; pass a YAML file (see recipes/)")
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    data = read_yaml(path.read_text(encoding="utf-8")) or {}
     if not isinstance(data, dict):
         raise RecipeError(f"recipe {path} must be a mapping (stage, model, data, train)")
     return recipe_from_dict(data, overrides)

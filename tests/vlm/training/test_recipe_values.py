@@ -24,7 +24,7 @@ BAD = [
     ("train.gradient_accumulation_steps=0", r"gradient_accumulation_steps must be >= 1; got 0"),
     ("train.per_device_train_batch_size=0", r"per_device_train_batch_size must be >= 1; got 0"),
     ("train.global_batch_size=-8", r"global_batch_size must be >= 1; got -8"),
-    ("train.learning_rate=-1e-3", r"learning_rate must be >= 0; got '-1e-3'"),
+    ("train.learning_rate=-1e-3", r"learning_rate must be >= 0; got -0.001"),
     ("train.learning_rate=fast", r"learning_rate must be a number; got 'fast'"),
     ("train.save_steps=0", r"train.save_steps must be > 0; got 0"),
     ("train.save_total_limit=0", r"save_total_limit must be >= 1; got 0"),
