@@ -48,9 +48,10 @@ DENSE_MEASURES = (
     DenseMeasure(
         "sep_",
         "ink-token distance from blank",
-        "1 - cosine after the projector's LayerNorm",
-        "How far a token holding ink sits from the blank-paper token after the projector's "
-        "LayerNorm (mean 1 - cosine): merging keeps ink tokens apart, pooling dilutes them",
+        "1 - cosine after a LayerNorm",
+        "How far a token holding ink sits from the blank-paper token after a LayerNorm (the "
+        "projector's first layer at initialisation; mean 1 - cosine, i.e. 1 - correlation): "
+        "merging keeps ink tokens apart, pooling dilutes them",
         1.0,
         3,
     ),
@@ -87,9 +88,10 @@ def char_accuracy(probe: nn.Module, grids: Tensor, labels: Tensor) -> float:
 
 
 def ink_separation(tokens: Tensor, assignment: Tensor, sizes: Tensor, labels: Tensor) -> float:
-    """How far a token holding ink sits from the blank paper, as the projector's first layer
-    (a LayerNorm) sees it: the mean of 1 - cos(token, mean blank token) over the tokens with
-    any ink patch. Pooling dilutes a word into mostly blank cells, so its tokens stay close to
+    """How far a token holding ink sits from the blank paper after a LayerNorm without scale
+    and shift, which is how the projector's first layer sees tokens at initialisation (its
+    learned scale may reweigh channels later): the mean of 1 - cos(token, mean blank token),
+    i.e. 1 - their correlation, over the tokens with any ink patch. Pooling dilutes a word into mostly blank cells, so its tokens stay close to
     blank and a reader must resolve small differences; merging gives ink tokens of their own.
 
     tokens [N, K, C], assignment [N, h*w] (patch -> token), sizes [N, K] (patches per token),

@@ -172,7 +172,7 @@ def test_seeds_table_has_a_line_per_measure_and_sink():
     )
     assert "| characters read | random |" not in text
     assert "| 16 @ 128 px | ink-token distance from blank | top-left | - | 0.250 ± 0.071 |" in text
-    assert "ink-token distance from blank (1 - cosine after the projector's LayerNorm)" in text
+    assert "ink-token distance from blank (1 - cosine after a LayerNorm)" in text
 
 
 def test_seeds_table_of_runs_before_the_ink_distance_does_not_announce_it():
@@ -208,7 +208,7 @@ def test_context_on_dense_pages_reads_characters_for_every_variant(tmp_path):
     } | {f"sep_{m}" for m in METHODS}
     assert all(0 <= row[f"char_{m}"] <= 1 for m in ("none", *METHODS))
     assert all(0 <= row[f"sep_{m}"] <= 2 for m in METHODS)  # 1 - cos; NaN (no ink) fails
-    assert "LayerNorm (mean 1 - cosine)" in reconstruction_tables([row])
+    assert "mean 1 - cosine, i.e. 1 - correlation" in reconstruction_tables([row])
 
 
 def test_ink_separation_exact_on_hand_made_tokens():
@@ -224,6 +224,20 @@ def test_ink_separation_exact_on_hand_made_tokens():
         assert ink_separation(tokens, assignment, sizes, labels) == pytest.approx(expected)
     all_ink = torch.full_like(labels, 7)
     assert math.isnan(ink_separation(torch.tensor([[blank, blank]]), assignment, sizes, all_ink))
+    no_ink = torch.full_like(labels, BACKGROUND)
+    assert math.isnan(ink_separation(torch.tensor([[blank, blank]]), assignment, sizes, no_ink))
+
+
+def test_ink_separation_ignores_empty_tokens_and_pools_pages():
+    """An empty token (ToMe's unused slots, sizes 0) is neither blank nor ink, however far off
+    its vector; two pages' tokens are pooled (the blank mean over both); int32 indices work."""
+    blank, ink, far = [1.0, -1.0, 1.0, -1.0], [1.0, 1.0, -1.0, -1.0], [9.0, 0.0, 0.0, -9.0]
+    labels = torch.tensor([[[BACKGROUND, BACKGROUND], [BACKGROUND, 7]]]).repeat(2, 1, 1)
+    assignment = torch.tensor([[0, 0, 1, 1], [0, 0, 0, 1]], dtype=torch.int32)
+    sizes = torch.tensor([[2.0, 2.0, 0.0], [3.0, 1.0, 0.0]])
+    opposite = [-1.0, 1.0, -1.0, 1.0]  # page 2's ink token: distance 2 from blank
+    tokens = torch.tensor([[blank, ink, far], [blank, opposite, far]])
+    assert ink_separation(tokens, assignment, sizes, labels) == pytest.approx((1.0 + 2.0) / 2)
 
 
 def test_analysis_only_run_writes_the_features_tables_over_seeds(tmp_path):
