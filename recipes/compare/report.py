@@ -220,7 +220,7 @@ def seeds_table(summary: Mapping[str, Any]) -> str:
 
 def _seeds_row(entry: Mapping[str, Any], seeds: Any, values: list[str]) -> str:
     """One cell's row of the seeds tables: setting, visual tokens, seeds, then ``values``."""
-    setting = f"{setting_label(entry['cell'])}{_blind(entry)}"
+    setting = f"{setting_label(entry['cell'])}{blind_suffix(entry)}"
     return f"| {setting} | {entry['visual_tokens']} | {seeds} | " + " | ".join(values) + " |"
 
 
@@ -264,7 +264,7 @@ def format_pm(mean: float, spread: float, sign: bool = False, digits: int = 1) -
     return text if math.isnan(spread) else f"{text} ± {spread:.{digits}f}"
 
 
-def _blind(entry: Mapping[str, Any]) -> str:
+def blind_suffix(entry: Mapping[str, Any]) -> str:
     return " (image-blind)" if entry["cell"].get("blind") else ""
 
 

@@ -4,9 +4,10 @@ seeds, and each method's paired difference against ToMe at every value.
 
     python -m recipes.compare.sweep x0.5=runs/lr05x x1=runs/lr1x x2=runs/lr2x --out runs/lr
 
-Reads each run's ``seeds.json``; writes ``sweep.md`` (the tables) and ``sweep.png`` (score
-against the setting: a thin line per seed, the mean bold) under ``--out``. A seed joins a line
-only where it ran; differences pair a method with ToMe within one run and seed.
+Reads each run's ``seeds.json``; writes ``sweep.md`` (what the runs' setups differ in, then
+the tables) and ``sweep.png`` (score against the setting: a thin line per seed, the mean bold)
+under ``--out``. A seed joins a line only where it ran; differences pair a method with ToMe
+within one run and seed.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from recipes.compare.report import format_pm, measured_titles, setting_label
+from recipes.compare.report import blind_suffix, format_pm, measured_titles, setting_label
 
 Run = tuple[str, Mapping[str, Any]]  # (label, seeds.json)
 
@@ -39,7 +40,56 @@ def load_runs(pairs: Sequence[str]) -> list[Run]:
         runs.append((label, json.loads(path.read_text(encoding="utf-8"))))
     if len({label for label, _ in runs}) != len(runs):
         raise ValueError(f"labels must differ; got {[label for label, _ in runs]}")
+    folders = [folder.resolve() for folder in _folders(pairs)]
+    if twice := sorted({str(f) for f in folders if folders.count(f) > 1}):
+        raise ValueError(f"{', '.join(twice)} given twice; each setting is its own run")
     return runs
+
+
+def _folders(pairs: Sequence[str]) -> list[Path]:
+    return [Path(item.partition("=")[2]) for item in pairs]
+
+
+def setup_differences(folders: Sequence[Path]) -> dict[str, list[Any]]:
+    """The setup keys (dotted, e.g. ``schedule.lr``) whose values differ between the runs,
+    read from each run's first seed's setup.json (the seed itself left out): what the sweep
+    varies, one value per run (None: not set). {} when they agree or none has a setup."""
+    setups = []
+    for folder in folders:
+        files = sorted(Path(folder).glob("seed*/setup.json"))
+        setups.append(_flat(json.loads(files[0].read_text(encoding="utf-8"))) if files else {})
+    keys = sorted(set().union(*setups) - {"seed"})
+    return {
+        key: [s.get(key) for s in setups]
+        for key in keys
+        if len({json.dumps(s.get(key)) for s in setups}) > 1
+    }
+
+
+def _flat(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in mapping.items():
+        if isinstance(value, Mapping):
+            flat |= _flat(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def differences_text(labels: Sequence[str], differences: Mapping[str, list[Any]]) -> str:
+    """One line per differing setup key, or a warning when the runs share one setup."""
+    if not differences:
+        return "The runs' setups do not differ (or were not found): check the folders.\n"
+    lines = [
+        f"- {key}: "
+        + ", ".join(f"{label} {_shown(v)}" for label, v in zip(labels, values, strict=True))
+        for key, values in differences.items()
+    ]
+    return "The runs differ in:\n\n" + "\n".join(lines) + "\n"
+
+
+def _shown(value: Any) -> str:
+    return "(not set)" if value is None else json.dumps(value)
 
 
 def cell_keys(runs: Sequence[Run]) -> list[str]:
@@ -51,9 +101,8 @@ def cell_keys(runs: Sequence[Run]) -> list[str]:
 
 
 def cell_label(entry: Mapping[str, Any]) -> str:
-    """ "tiny / tome K=16" (" blind" for the image-blind cell): one name per cell key."""
-    blind = " blind" if entry["cell"].get("blind") else ""
-    return f"{setting_label(entry['cell'])}{blind} K={entry['visual_tokens']}"
+    """ "tiny / tome K=16" (+ " (image-blind)"): one name per cell key."""
+    return f"{setting_label(entry['cell'])}{blind_suffix(entry)} K={entry['visual_tokens']}"
 
 
 def sweep_table(runs: Sequence[Run], title: str) -> str:
@@ -68,6 +117,11 @@ def sweep_table(runs: Sequence[Run], title: str) -> str:
         if any(e and "vs_tome" in e for e in entries):
             diffs.append(f"| {name} | " + " | ".join(_diff(e, title) for e in entries) + " |")
     text = f"{title}, mean ± sd over seeds (seeds in brackets):\n\n{head}\n" + "\n".join(rows)
+    if len({tuple(s["seeds"]) for _, s in runs}) > 1:
+        text += (
+            "\n\nThe runs have different seeds: a mean's change from one setting to the next "
+            "mixes the setting with the seeds; compare the seeds both ran."
+        )
     if diffs:
         text += (
             "\n\nMethod − ToMe, paired over the seeds both ran (± its standard error; negative: "
@@ -141,7 +195,10 @@ def main(argv: list[str] | None = None) -> int:
     entries = [e for _, summary in runs for e in summary["cells"].values()]
     titles = measured_titles(entries)
     args.out.mkdir(parents=True, exist_ok=True)
-    text = "\n".join(sweep_table(runs, title) for title in titles)
+    labels = [label for label, _ in runs]
+    differences = differences_text(labels, setup_differences(_folders(args.runs)))
+    print(differences, end="")
+    text = "\n".join([differences, *(sweep_table(runs, title) for title in titles)])
     (args.out / "sweep.md").write_text(text, encoding="utf-8")
     sweep_figure(runs, titles, args.xlabel).savefig(args.out / "sweep.png")
     print(f"wrote {args.out / 'sweep.md'}, {args.out / 'sweep.png'}")
