@@ -209,6 +209,8 @@ def main() -> None:
     parser.add_argument("--vocab", type=int, default=32000)
     parser.add_argument("--modes", default="before,after,after-capped")
     args = parser.parse_args()
+    if args.hidden < 128 or args.hidden % 128:  # the LLM has heads of 128 channels
+        parser.error(f"--hidden must be a multiple of 128 (heads of 128); got {args.hidden}")
     with tempfile.TemporaryDirectory(prefix="zero3-memory-") as tmp:
         work = Path(tmp)
         llm = work / "llm"
