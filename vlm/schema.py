@@ -5,9 +5,9 @@ mapped 1:1 onto dataclasses), validated by pydantic.
 
 A dataclass read this way sets ``__pydantic_config__ = STRICT``: an unknown key anywhere is
 an error naming it, its section and the known keys. Field types are checked and YAML-loose
-scalars converted (``2.5`` is not an int; ``read_yaml`` reads ``1e-3`` as the number YAML 1.2
-means, where PyYAML alone reads a string); ranges come from the field annotations (``PositiveInt``, ``Probability``, ...) and a
-dataclass's own ``__post_init__`` checks run after. Every problem is reported at once, before
+scalars converted (``2.5`` is not an int; ``read_yaml`` reads ``1e-3`` as the number YAML
+1.2 means, where PyYAML alone reads a string); ranges come from the field annotations
+(``PositiveInt``, ``Probability``, ...) and a dataclass's own ``__post_init__`` checks run after. Every problem is reported at once, before
 anything is built, as one ``RecipeError`` naming each key, its value and what is allowed.
 """
 

@@ -91,8 +91,9 @@ def ink_separation(tokens: Tensor, assignment: Tensor, sizes: Tensor, labels: Te
     """How far a token holding ink sits from the blank paper after a LayerNorm without scale
     and shift, which is how the projector's first layer sees tokens at initialisation (its
     learned scale may reweigh channels later): the mean of 1 - cos(token, mean blank token),
-    i.e. 1 - their correlation, over the tokens with any ink patch. Pooling dilutes a word into mostly blank cells, so its tokens stay close to
-    blank and a reader must resolve small differences; merging gives ink tokens of their own.
+    i.e. 1 - their correlation, over the tokens with any ink patch. Pooling dilutes a word
+    into mostly blank cells, so its tokens stay close to blank and a reader must resolve small
+    differences; merging gives ink tokens of their own.
 
     tokens [N, K, C], assignment [N, h*w] (patch -> token), sizes [N, K] (patches per token),
     labels [N, h, w] (``BACKGROUND`` or a character). NaN without ink or blank tokens.
@@ -100,9 +101,9 @@ def ink_separation(tokens: Tensor, assignment: Tensor, sizes: Tensor, labels: Te
     ink = (labels != BACKGROUND).flatten(1).float().to(sizes.device)  # [N, h*w]
     share = torch.zeros_like(sizes, dtype=torch.float32).scatter_add_(1, assignment.long(), ink)
     inky, blanks = share > 0, (share == 0) & (sizes > 0)  # [N, K]
-    normed = nn.functional.layer_norm(tokens.float(), tokens.shape[-1:])
     if not inky.any() or not blanks.any():
         return float("nan")
+    normed = nn.functional.layer_norm(tokens.float(), tokens.shape[-1:])
     blank = normed[blanks].mean(0)
     cos = nn.functional.cosine_similarity(normed[inky], blank[None], dim=-1)
     return float((1 - cos).mean())

@@ -29,10 +29,8 @@ def load_runs(pairs: Sequence[str]) -> list[Run]:
     """``LABEL=DIR`` items -> (label, the run's seeds.json), in the order given."""
     runs = []
     for item in pairs:
-        label, sep, folder = item.partition("=")
-        if not sep or not label or not folder:
-            raise ValueError(f"{item!r} is not LABEL=DIR (e.g. x2=runs/compare/lr2x)")
-        path = Path(folder) / "seeds.json"
+        label, folder = _label_and_folder(item)
+        path = folder / "seeds.json"
         if not path.is_file():
             raise FileNotFoundError(
                 f"{path} does not exist; pass the --out folder of a `compare --seeds` run"
@@ -46,8 +44,15 @@ def load_runs(pairs: Sequence[str]) -> list[Run]:
     return runs
 
 
+def _label_and_folder(item: str) -> tuple[str, Path]:
+    label, sep, folder = item.partition("=")
+    if not sep or not label or not folder:
+        raise ValueError(f"{item!r} is not LABEL=DIR (e.g. x2=runs/compare/lr2x)")
+    return label, Path(folder)
+
+
 def _folders(pairs: Sequence[str]) -> list[Path]:
-    return [Path(item.partition("=")[2]) for item in pairs]
+    return [_label_and_folder(item)[1] for item in pairs]
 
 
 def setup_differences(folders: Sequence[Path]) -> dict[str, list[Any]]:
